@@ -1,0 +1,204 @@
+"""Shared pieces of every data set: errors, split containers, HDF5 schema checks, memory maps.
+
+Design: a data set is *prepared* once on the driver (generated, imported or validated, with
+any problem raised as :class:`DataError` before Ray starts) and *loaded* cheaply in every
+worker process by memory-mapping the contiguous HDF5 datasets, so all trials on a node share
+one copy of the data through the page cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+class DataError(ValueError):
+    """A data file or data request that cannot be used; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a model needs to know about the data to build itself."""
+
+    input_shape: tuple[int, ...]
+    num_classes: int = 0
+    class_names: tuple[str, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataSplits:
+    """Arrays (often memory-mapped) and the index arrays of the three splits."""
+
+    arrays: dict[str, np.ndarray]
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    info: DataInfo
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered data set.
+
+    ``prepare(path, samples, seed, options) -> str`` runs on the driver: it validates a user
+    file (raising :class:`DataError`), imports a foreign format, or generates the synthetic
+    default into the cache, and returns the path of a valid HDF5 file.
+    ``load(h5_path, seed, options) -> DataSplits`` runs in workers and must be cheap.
+    ``options`` are data-set specific ``--data-option KEY=VALUE`` settings.
+    """
+
+    name: str
+    prepare: Callable[[str | None, int, int, Mapping[str, str]], str]
+    load: Callable[[str, int, Mapping[str, str]], DataSplits]
+    description: str = ""
+    options: Mapping[str, str] = field(default_factory=dict)  # name -> help text
+    default_samples: int = 1000
+
+
+def cache_dir() -> Path:
+    """Folder for generated and imported data (``$SCITUNE_CACHE`` or ``~/.cache/scitune``)."""
+    root = os.environ.get("SCITUNE_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "scitune"
+    )
+    path = Path(root).absolute() / "datasets"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cache_key(**params: Any) -> str:
+    """A short stable hash of generation parameters."""
+    blob = json.dumps(params, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def atomic_h5(path: str | os.PathLike[str]) -> Iterator[Any]:
+    """Open a temporary HDF5 file beside ``path`` and rename it into place on success.
+
+    A crash or error leaves no partial file at ``path``.
+    """
+    import h5py
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def split_indices(n: int, seed: int, fractions: tuple[float, float] = (0.7, 0.15)):
+    """Seeded train/val/test split of ``range(n)`` (val and test get at least one sample)."""
+    if n < 3:
+        raise DataError(f"only {n} samples: need at least 3 for train/val/test splits")
+    order = np.random.default_rng(seed).permutation(n)
+    n_train = max(1, int(round(fractions[0] * n)))
+    n_val = max(1, int(round(fractions[1] * n)))
+    n_train = min(n_train, n - 2)
+    n_val = min(n_val, n - n_train - 1)
+    return (
+        np.sort(order[:n_train]),
+        np.sort(order[n_train : n_train + n_val]),
+        np.sort(order[n_train + n_val :]),
+    )
+
+
+def check_hdf5_file(path: str) -> None:
+    """Raise :class:`DataError` unless ``path`` is an existing, readable HDF5 file."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"--data {path}: no such file; check the path")
+    if not p.is_file():
+        raise DataError(f"--data {path}: not a file")
+    try:
+        with open(p, "rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise DataError(f"--data {path}: cannot read ({exc.strerror})") from None
+    if head != HDF5_SIGNATURE:
+        raise DataError(f"--data {path}: not an HDF5 file; convert it (see README 'Data')")
+
+
+def open_h5(path: str):
+    """Open an HDF5 file read-only; truncated or damaged files raise :class:`DataError`."""
+    import h5py
+
+    check_hdf5_file(path)
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise DataError(
+            f"--data {path}: HDF5 file is damaged or truncated ({str(exc).splitlines()[0]}); "
+            "re-create or re-copy it"
+        ) from None
+
+
+def require_dataset(f: Any, key: str, path: str, *, ndim: int | None = None,
+                    numeric: bool = True, integer: bool = False):
+    """Return ``f[key]`` after checking presence, rank and dtype; else :class:`DataError`."""
+    import h5py
+
+    if key not in f or not isinstance(f[key], h5py.Dataset):
+        raise DataError(
+            f"--data {path}: missing dataset '{key}' (expected: {', '.join(sorted(f.keys())) or 'none'} "
+            "present); see README 'Data' for the schema"
+        )
+    ds = f[key]
+    if ndim is not None and ds.ndim != ndim:
+        raise DataError(
+            f"--data {path}: dataset '{key}' has shape {ds.shape}, expected {ndim} dimensions"
+        )
+    kind = ds.dtype.kind
+    if integer and kind not in "iu":
+        raise DataError(f"--data {path}: dataset '{key}' has dtype {ds.dtype}, expected integers")
+    if numeric and kind not in "iuf":
+        raise DataError(
+            f"--data {path}: dataset '{key}' has non-numeric dtype {ds.dtype}; store numbers"
+        )
+    return ds
+
+
+def check_finite(ds: Any, path: str, key: str, chunk_rows: int = 4096) -> None:
+    """Scan ``ds`` in row chunks and raise :class:`DataError` on the first NaN or inf."""
+    if ds.dtype.kind != "f":
+        return
+    for start in range(0, ds.shape[0], chunk_rows):
+        block = np.asarray(ds[start : start + chunk_rows])
+        if not np.isfinite(block).all():
+            bad = start + int(np.argwhere(~np.isfinite(block.reshape(block.shape[0], -1)))[0, 0])
+            raise DataError(
+                f"--data {path}: dataset '{key}' holds NaN or inf (first at row {bad}); "
+                "clean or drop those samples"
+            )
+
+
+def memmap_dataset(path: str, key: str) -> np.ndarray:
+    """A read-only view of ``path[key]``: ``numpy.memmap`` when the dataset is contiguous and
+    uncompressed (the fast, shared path), an in-memory copy otherwise (chunked/compressed)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        ds = f[key]
+        offset = ds.id.get_offset()
+        if ds.chunks is None and ds.compression is None and offset is not None:
+            return np.memmap(path, dtype=ds.dtype, mode="r", offset=offset, shape=ds.shape)
+        return ds[()]

@@ -1,0 +1,1 @@
+"""The search driver, MLflow tracking and the end-of-search summary."""

@@ -1,0 +1,305 @@
+"""The search driver: validate → Ray → Optuna searcher + scheduler → Tuner → MLflow → summary.
+
+Everything that can be checked is checked before Ray starts or anything is written, so bad
+input leaves no experiment folder, MLflow run or data file behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import socket
+import subprocess
+import sys
+import warnings
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from datasets import get_dataset
+from experiment.cli import BadInput, check_writable_dir, resolve_mlflow_uri
+from experiment.tracking import ExperimentState, MlflowTracker, state_path
+from search_spaces import Space, get_space
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Settings stored with an experiment and taken from there on ``--resume``.
+STORED_SETTINGS = ("space", "trials", "max_epochs", "grace_epochs", "searcher", "scheduler",
+                   "seed", "data_path", "data_option", "samples")
+
+
+def git_commit() -> str:
+    """The commit of the code this search runs (``unknown`` outside a git checkout)."""
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, timeout=5, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def make_sampler(name: str, seed: int):
+    """The Optuna sampler behind ``--searcher``."""
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if name == "tpe":
+        # multivariate+group model the conditional (per-stage) parameters jointly;
+        # constant_liar keeps parallel trials from proposing the same point.
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                          constant_liar=True)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    raise BadInput(f"--searcher {name}: unknown")
+
+
+def make_scheduler(name: str, max_epochs: int, grace_epochs: int):
+    """The Tune trial scheduler behind ``--scheduler`` (time unit: epochs)."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+
+    if name == "asha":
+        return ASHAScheduler(time_attr="training_iteration", max_t=max_epochs,
+                             grace_period=grace_epochs, reduction_factor=3)
+    if name == "median":
+        return MedianStoppingRule(time_attr="training_iteration", grace_period=grace_epochs,
+                                  min_samples_required=3)
+    return FIFOScheduler()
+
+
+def check_address(address: str) -> None:
+    """Fail fast (exit 2) when ``--address host:port`` does not answer."""
+    if address in ("auto", "local") or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise BadInput(f"--address {address}: expected HOST:PORT (e.g. 127.0.0.1:6379) or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as exc:
+        raise BadInput(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc});"
+                       " start one with `ray start --head` or fix the address") from None
+
+
+def init_ray(args: argparse.Namespace) -> str | None:
+    """Start a local Ray or join ``--address``; return the dashboard URL."""
+    import ray
+
+    level = logging.INFO if args.verbose else logging.WARNING
+    common = dict(include_dashboard=True, logging_level=level, log_to_driver=args.verbose)
+    if args.address:
+        check_address(args.address)
+        try:
+            context = ray.init(address=args.address, **common)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise BadInput(f"--address {args.address}: cannot join ({exc}); "
+                           "check the cluster is running") from None
+    else:
+        context = ray.init(address="local", num_cpus=os.cpu_count(),
+                           dashboard_host="127.0.0.1", **common)
+    url = getattr(context, "dashboard_url", None)
+    return f"http://{url}" if url and not url.startswith("http") else url
+
+
+def check_resources(args: argparse.Namespace, trials: int) -> int:
+    """Check the request fits the cluster; return the number of concurrent trials."""
+    import ray
+
+    total = ray.cluster_resources()
+    cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
+    node_cpus = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]),
+                    default=0.0)
+    if args.gpus_per_trial > gpus:
+        raise BadInput(f"--gpus-per-trial {args.gpus_per_trial:g}: the cluster has {gpus:g} GPUs;"
+                       " lower it or join a cluster with GPUs (--address)")
+    if args.cpus_per_trial > node_cpus:
+        raise BadInput(f"--cpus-per-trial {args.cpus_per_trial:g}: the largest node has "
+                       f"{node_cpus:g} CPUs; lower it")
+    limits = [trials]
+    if args.cpus_per_trial > 0:
+        limits.append(int(cpus // args.cpus_per_trial + 1e-9))
+    if args.gpus_per_trial > 0:
+        limits.append(int(gpus // args.gpus_per_trial + 1e-9))
+    fit = max(1, min(limits))
+    return min(args.concurrency, trials) if args.concurrency else fit
+
+
+def open_mlflow_experiment(tracking_uri: str, name: str) -> str:
+    """Get or create the MLflow experiment ``name`` (artifacts beside a SQLite file)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    location = None
+    if tracking_uri.startswith("sqlite:///"):
+        location = (Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+def settings_of(args: argparse.Namespace, data_path: str, samples: int) -> dict[str, Any]:
+    return {"space": args.space, "trials": args.trials, "max_epochs": args.max_epochs,
+            "grace_epochs": args.grace_epochs, "searcher": args.searcher,
+            "scheduler": args.scheduler, "seed": args.seed, "data_path": data_path,
+            "data_option": args.data_option, "samples": samples}
+
+
+def run_search(args: argparse.Namespace) -> int:
+    """Run (or resume) one search; returns the exit code."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+    storage = Path(args.storage)
+    check_writable_dir(storage, "--storage")
+    tracking_uri = resolve_mlflow_uri(args.mlflow_uri)
+    state: ExperimentState | None = None
+    if args.resume:
+        exp_dir = storage / args.experiment
+        state_file = state_path(storage, args.experiment)
+        if not state_file.exists():
+            raise BadInput(f"--resume: no experiment {args.experiment!r} in {storage}; "
+                           "check --experiment and --storage")
+        try:
+            state = ExperimentState.load(state_file)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+        stored = state.data["settings"]
+        if args.space is not None and args.space != stored["space"]:
+            raise BadInput(f"--resume: experiment {args.experiment!r} searches space "
+                           f"{stored['space']!r}, not {args.space!r}; drop --space or fix it")
+        for key in STORED_SETTINGS:
+            setattr(args, key, stored[key])
+        tracking_uri = state.data["tracking_uri"]
+        space = get_space(args.space)
+        spec = get_dataset(space.dataset)
+        data_path = spec.prepare(args.data_path, args.samples, args.seed, args.data_option)
+        samples = args.samples
+    else:
+        args.space = args.space or "resnet1d"
+        space = get_space(args.space)
+        spec = get_dataset(space.dataset)
+        name = args.experiment or f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}"
+        args.experiment = name
+        exp_dir = storage / name
+        if exp_dir.exists() or state_path(storage, name).exists():
+            raise BadInput(f"experiment {name!r} already exists in {storage}; continue it with "
+                           "--resume or choose another --experiment")
+        samples = args.samples or spec.default_samples
+        data_path = spec.prepare(args.data, samples, args.seed, args.data_option)
+    info = spec.load(data_path, args.seed, args.data_option).info
+
+    import ray
+
+    dashboard = init_ray(args)
+    try:
+        concurrency = check_resources(args, args.trials)
+        if state is None:
+            storage.mkdir(parents=True, exist_ok=True)
+            exp_dir.mkdir(parents=True, exist_ok=False)
+            state = start_tracking(args, space, tracking_uri, exp_dir, data_path, samples)
+        return _search(args, space, info, state, exp_dir, data_path, concurrency, dashboard)
+    finally:
+        ray.shutdown()
+
+
+def start_tracking(args: argparse.Namespace, space: Space, tracking_uri: str, exp_dir: Path,
+                   data_path: str, samples: int) -> ExperimentState:
+    """Create the MLflow experiment and parent run and the durable experiment state."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment_id = open_mlflow_experiment(tracking_uri, args.experiment)
+    tags = run_tags(args, space)
+    tags["mlflow.runName"] = f"{args.experiment} (search)"
+    parent = client.create_run(experiment_id, tags=tags)
+    settings = settings_of(args, data_path, samples)
+    from mlflow.entities import Param
+
+    client.log_batch(parent.info.run_id, params=[
+        Param(k, str(v)[:6000]) for k, v in settings.items()])
+    state = ExperimentState(state_path(exp_dir.parent, args.experiment), {
+        "parent_run_id": parent.info.run_id,
+        "mlflow_experiment_id": experiment_id,
+        "tracking_uri": tracking_uri,
+        "settings": settings,
+        "trials": {},
+    })
+    state.save()
+    return state
+
+
+def run_tags(args: argparse.Namespace, space: Space) -> dict[str, str]:
+    return {"space": space.name, "searcher": args.searcher, "scheduler": args.scheduler,
+            "seed": str(args.seed), "git_commit": git_commit(), "metric": space.metric,
+            "mode": space.mode}
+
+
+def _search(args: argparse.Namespace, space: Space, info: Any, state: ExperimentState,
+            exp_dir: Path, data_path: str, concurrency: int, dashboard: str | None) -> int:
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    from experiment.summary import finish
+    from trainables.trial import TrialContext, run_trial, trial_dirname
+
+    ctx = TrialContext(space=space.name, data_path=data_path, data_options=args.data_option,
+                       max_epochs=args.max_epochs, seed=args.seed)
+    resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
+    print(f"experiment {args.experiment}: space {space.name}, {args.trials} trials, "
+          f"{concurrency} at a time, up to {args.max_epochs} epochs, searcher {args.searcher}, "
+          f"scheduler {args.scheduler}")
+    print(f"data: {data_path}")
+    if dashboard:
+        print(f"Ray dashboard: {dashboard}")
+    print(f"MLflow: {state.data['tracking_uri']} (experiment {args.experiment!r})")
+    sys.stdout.flush()
+
+    if args.resume and tune.Tuner.can_restore(str(exp_dir)):
+        tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        searcher = OptunaSearch(
+            space=partial(space.suggest, info=info),
+            metric=space.metric,
+            mode=space.mode,
+            points_to_evaluate=[dict(space.seed_config)],
+            sampler=make_sampler(args.searcher, args.seed),
+        )
+        tracker = MlflowTracker(state.data["tracking_uri"], str(state.path), args.max_epochs,
+                                run_tags(args, space))
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=make_scheduler(args.scheduler, args.max_epochs, args.grace_epochs),
+                metric=space.metric,
+                mode=space.mode,
+                num_samples=args.trials,
+                max_concurrent_trials=concurrency,
+                reuse_actors=True,
+                trial_dirname_creator=trial_dirname,
+            ),
+            run_config=tune.RunConfig(
+                name=args.experiment,
+                storage_path=str(exp_dir.parent),
+                callbacks=[tracker],
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=2, checkpoint_score_attribute=space.metric,
+                    checkpoint_score_order=space.mode),
+                failure_config=tune.FailureConfig(max_failures=args.max_failures),
+                verbose=2 if args.verbose else 1,
+            ),
+        )
+    results = tuner.fit()
+    return finish(args, space, state, results)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)

@@ -1,0 +1,148 @@
+"""End of a search: the summary table, the seed comparison and the parent run's artifacts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from experiment.tracking import ExperimentState
+from search_spaces import Space
+from trainables.trial import CHECKPOINT_FILE, flatten
+
+
+def _same_config(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    keys = set(a) | set(b)
+    return all(str(a.get(k)) == str(b.get(k)) for k in keys)
+
+
+def _history(result: Any, metric: str) -> list[float]:
+    df = result.metrics_dataframe
+    if df is None or metric not in df:
+        value = (result.metrics or {}).get(metric)
+        return [value] if isinstance(value, int | float) else []
+    return [float(v) for v in df[metric].tolist()]
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
+def drop_orphans(client: Any, state: ExperimentState, known: set[str]) -> None:
+    """Delete the runs of trials Ray no longer knows.
+
+    A driver killed between starting a trial and Ray's next experiment checkpoint leaves a
+    started trial that the restored experiment does not contain (its searcher state predates
+    it, so the searcher proposes a replacement). Its MLflow run would be a second run for one
+    suggestion; it is deleted (MLflow keeps deleted runs recoverable) and marked orphaned."""
+    changed = False
+    for trial_id, record in state.trials.items():
+        if trial_id not in known and record.get("status") not in ("ORPHANED",):
+            client.delete_run(record["run_id"])
+            record["status"] = "ORPHANED"
+            changed = True
+    if changed:
+        state.save()
+
+
+def finish(args: argparse.Namespace, space: Space, state: ExperimentState, results: Any) -> int:
+    """Print the summary, log it to the parent run, close the parent run; return exit code."""
+    from mlflow.tracking import MlflowClient
+
+    state = ExperimentState.load(state.path)  # the tracker's latest record
+    metric, sign = space.metric, (1.0 if space.mode == "max" else -1.0)
+    seed_config = {k: v for k, v in space.seed_config.items()}
+    rows = []
+    for result in results:
+        config = flatten(result.config or {})
+        history = _history(result, metric)
+        finite = [v for v in history if math.isfinite(v)]
+        best = max(finite, key=lambda v: sign * v) if finite else None
+        trial_id = (result.metrics or {}).get("trial_id") or \
+            Path(result.path).name.removeprefix("trial_")
+        record = state.trials.get(trial_id, {})
+        rows.append({
+            "trial": Path(result.path).name, "trial_id": trial_id, "result": result,
+            "config": config, "history": history, "best": best,
+            "epochs": len(history), "failed": result.error is not None,
+            "is_seed": _same_config(config, seed_config),
+            "run_id": record.get("run_id"),
+        })
+    client = MlflowClient(state.data["tracking_uri"])
+    drop_orphans(client, state, {r["trial_id"] for r in rows})
+    scored = sorted((r for r in rows if r["best"] is not None), key=lambda r: -sign * r["best"])
+    seed_row = next((r for r in rows if r["is_seed"]), None)
+    failed = [r for r in rows if r["failed"]]
+    trial_epochs = sum(r["epochs"] for r in rows)
+
+    print()
+    print(f"=== {args.experiment}: {len(rows)} trials, {len(failed)} failed, "
+          f"{trial_epochs} trial-epochs; objective {metric} ({space.mode}) ===")
+    print(f"{'rank':>4}  {'trial':<40} {'best ' + metric:>14} {'epochs':>6}  note")
+    for rank, row in enumerate(scored[:10], 1):
+        note = "seed configuration" if row["is_seed"] else ""
+        print(f"{rank:>4}  {row['trial'][:40]:<40} {_fmt(row['best']):>14} {row['epochs']:>6}  {note}")
+    if seed_row and seed_row not in scored[:10]:
+        print(f"{'seed':>4}  {seed_row['trial'][:40]:<40} {_fmt(seed_row['best']):>14} "
+              f"{seed_row['epochs']:>6}  seed configuration")
+    for row in failed:
+        reason = state.trials.get(row["trial_id"], {}).get("failure_reason", str(row["result"].error))
+        print(f"  failed: {row['trial']}: {str(reason).splitlines()[0][:160]}")
+
+    parent = state.data["parent_run_id"]
+    summary: dict[str, Any] = {"trials": len(rows), "failed": len(failed),
+                               "trial_epochs": trial_epochs}
+    if not scored:
+        print("no trial reported the objective; see the failures above")
+        client.set_terminated(parent, status="FAILED")
+        return 1
+
+    best = scored[0]
+    summary[f"best_{metric}"] = best["best"]
+    if seed_row and seed_row["history"]:
+        e = seed_row["epochs"]
+        seed_value = seed_row["history"][-1]
+        best_at_e = best["history"][e - 1] if len(best["history"]) >= e else None
+        summary[f"seed_{metric}"] = seed_value
+        if best_at_e is not None:
+            summary[f"best_{metric}_at_seed_epochs"] = best_at_e
+        print(f"seed configuration: {metric} {_fmt(seed_value)} after {e} epochs; "
+              f"best trial: {_fmt(best_at_e)} after {e} epochs, {_fmt(best['best'])} at its best "
+              f"({best['epochs']} epochs)")
+    print("best configuration:")
+    print(json.dumps(best["config"], indent=1, default=str))
+
+    checkpoint = best["result"].get_best_checkpoint(metric, space.mode) \
+        if best["result"].best_checkpoints else best["result"].checkpoint
+    checkpoint_file = Path(checkpoint.path) / CHECKPOINT_FILE if checkpoint else None
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "best_config.json").write_text(json.dumps(
+            {"space": space.name, "trial": best["trial"], metric: best["best"],
+             "config": best["config"]}, indent=1, default=str))
+        client.log_artifact(parent, str(Path(tmp) / "best_config.json"))
+        if checkpoint_file and checkpoint_file.exists():
+            shutil.copy(checkpoint_file, Path(tmp) / "best_checkpoint.pt")
+            client.log_artifact(parent, str(Path(tmp) / "best_checkpoint.pt"))
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    client.log_batch(parent, metrics=[Metric(k, float(v), now, 0) for k, v in summary.items()
+                                      if isinstance(v, int | float)])
+    client.set_tag(parent, "best_trial", best["trial"])
+    if best["run_id"]:
+        client.set_tag(parent, "best_run_id", best["run_id"])
+    client.set_terminated(parent, status="FINISHED")
+
+    print(f"best checkpoint: {checkpoint_file}")
+    uri = state.data["tracking_uri"]
+    print(f"MLflow UI:       mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+          "  → http://127.0.0.1:5000")
+    print("Ray dashboard:   shown at http://127.0.0.1:8265 while a search runs "
+          "(`ray start --head` keeps one up)")
+    return 0

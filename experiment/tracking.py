@@ -1,0 +1,213 @@
+"""MLflow bookkeeping from the driver only: one parent run per experiment, one child per trial.
+
+Ray's own ``MLflowLoggerCallback`` keeps no durable state, so a restored experiment opens a
+second run for every resumed trial. Here the parent run id and a ``trial_id → run_id`` map
+(with the last epoch logged per trial) live in ``<storage>/.scitune/<experiment>/state.json``,
+written atomically (outside Ray's experiment folder, which Ray re-syncs from its own staging
+copy and would roll back), and every child run carries a ``trial_id`` tag. A resumed driver reuses
+runs and skips epochs it already logged, so each trial has exactly one run and each epoch one
+metric point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+from ray.tune.result import AUTO_RESULT_KEYS
+
+STATE_DIR = ".scitune"
+
+
+def state_path(storage: str | os.PathLike[str], experiment: str) -> Path:
+    """Where the durable state of ``experiment`` lives."""
+    return Path(storage) / STATE_DIR / experiment / "state.json"
+SKIP_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint"}
+
+
+def write_json_atomic(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
+    """Write JSON to ``path`` via a temporary file and rename (never a half-written file).
+
+    The previous version is kept as ``<path>.prev`` so a damaged state can be recovered.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            with contextlib.suppress(OSError):
+                os.replace(path, str(path) + ".prev")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class ExperimentState:
+    """The durable record of a search: settings, parent run and per-trial runs."""
+
+    def __init__(self, path: str | os.PathLike[str], data: dict[str, Any]):
+        self.path = Path(path)
+        self.data = data
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> ExperimentState:
+        """Read the state; raises ``ValueError`` naming the fix if it is damaged."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict) or "parent_run_id" not in data:
+                raise ValueError("missing parent_run_id")
+        except (OSError, ValueError) as exc:
+            prev = Path(str(path) + ".prev")
+            hint = (f"restore the previous state with: cp {prev} {path}" if prev.exists()
+                    else "start a new --experiment")
+            raise ValueError(f"experiment state {path} is unreadable ({exc}); {hint}") from None
+        data.setdefault("trials", {})
+        return cls(path, data)
+
+    def save(self) -> None:
+        write_json_atomic(self.path, self.data)
+
+    @property
+    def trials(self) -> dict[str, dict[str, Any]]:
+        return self.data["trials"]
+
+
+def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The metrics a trial reported (Ray's bookkeeping keys and non-numbers dropped)."""
+    out = {}
+    for key, value in result.items():
+        if key in SKIP_KEYS or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        out[key] = float(value)
+    return out
+
+
+class MlflowTracker(Callback):
+    """Tune callback that mirrors trials into MLflow child runs of one parent run."""
+
+    def __init__(self, tracking_uri: str, state_path: str, max_epochs: int,
+                 run_tags: dict[str, str]):
+        self.tracking_uri = tracking_uri
+        self.state_path = str(state_path)
+        self.max_epochs = max_epochs
+        self.run_tags = dict(run_tags)
+        self._client = None
+        self._state: ExperimentState | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_client"] = None
+        state["_state"] = None
+        return state
+
+    # -- helpers ------------------------------------------------------------------------
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(self.tracking_uri)
+        return self._client
+
+    @property
+    def state(self) -> ExperimentState:
+        if self._state is None:
+            self._state = ExperimentState.load(self.state_path)
+        return self._state
+
+    def _run_for(self, trial: Any) -> dict[str, Any]:
+        """The child-run record of ``trial``, creating the MLflow run on first sight."""
+        record = self.state.trials.get(trial.trial_id)
+        if record is not None:
+            return record
+        from mlflow.entities import Param
+
+        from trainables.trial import flatten
+
+        tags = dict(self.run_tags)
+        tags.update({
+            "mlflow.parentRunId": self.state.data["parent_run_id"],
+            "mlflow.runName": str(trial),
+            "trial_id": trial.trial_id,
+        })
+        run = self.client.create_run(self.state.data["mlflow_experiment_id"], tags=tags)
+        params = [Param(k, str(v)[:6000]) for k, v in sorted(flatten(trial.config).items())]
+        for start in range(0, len(params), 100):
+            self.client.log_batch(run.info.run_id, params=params[start : start + 100])
+        record = {"run_id": run.info.run_id, "last_step": 0, "status": "RUNNING",
+                  "config": flatten(trial.config)}
+        self.state.trials[trial.trial_id] = record
+        self.state.save()
+        return record
+
+    def _end(self, trial: Any, status: str, tags: dict[str, str]) -> None:
+        record = self._run_for(trial)
+        for key, value in tags.items():
+            self.client.set_tag(record["run_id"], key, value)
+        self.client.set_terminated(record["run_id"], status=status)
+        record["status"] = status
+        record.update(tags)
+        self.state.save()
+
+    # -- Tune callback hooks ------------------------------------------------------------
+    def setup(self, **info: Any) -> None:
+        self._state = None  # re-read from disk: the truth after a driver restart
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        record = self._run_for(trial)
+        if record["status"] != "RUNNING":
+            self.client.update_run(record["run_id"], status="RUNNING")
+            record["status"] = "RUNNING"
+            self.state.save()
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        from mlflow.entities import Metric
+
+        record = self._run_for(trial)
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        if step <= record["last_step"]:
+            return  # replayed after a resume: already logged
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v if math.isfinite(v) else float("nan"), now, step)
+                   for k, v in numeric_metrics(result).items()]
+        self.client.log_batch(record["run_id"], metrics=metrics)
+        record["last_step"] = step
+        record["last_metrics"] = numeric_metrics(result)
+        self.state.save()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        record = self._run_for(trial)
+        stopped_early = record["last_step"] < self.max_epochs
+        self._end(trial, "FINISHED", {"stopped_early": str(stopped_early).lower()})
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        reason = failure_reason(trial)
+        self._end(trial, "FAILED", {"failure_reason": reason})
+
+
+def failure_reason(trial: Any) -> str:
+    """The last line of a failed trial's error (the exception type and message)."""
+    try:
+        text = trial.get_error() or ""
+    except Exception:  # noqa: BLE001 - a missing error file must not break bookkeeping
+        text = ""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Error" in line or "Exception" in line or "Diverged" in line:
+            return line[:500]
+    return (lines[-1] if lines else "unknown error")[:500]

@@ -1,0 +1,119 @@
+"""The contract every registered space must pass (like Optuna's sampler test suite).
+
+A new space is tested the day it is registered: its define-by-run function samples valid
+configurations that build, its seed configuration is inside its own space, one epoch of the
+shared loop trains and reports the objective, and a checkpoint round-trips.
+"""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+import torch
+
+from search_spaces import registry
+from trainables.loop import FitSettings, fit
+from trainables.trial import load_state, save_state
+
+SPACES = sorted(registry())
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def sample_configs(space, info, n: int, seed: int = 0) -> list[dict]:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    configs = []
+    for _ in range(n):
+        trial = study.ask()
+        constants = space.suggest(trial, info) or {}
+        configs.append({**trial.params, **constants})
+        study.tell(trial, 0.0)
+    return configs
+
+
+def model_input(info, batch: int = 3) -> torch.Tensor:
+    return torch.rand((batch, *info.input_shape))
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_registration_is_complete(name):
+    space = registry()[name]
+    assert space.name == name
+    assert space.mode in ("max", "min")
+    assert callable(space.suggest) and callable(space.build)
+    assert space.seed_config, "a space must record the seed's own configuration"
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_sampled_configs_build_and_run(name, tiny_data):
+    space = registry()[name]
+    data = tiny_data(space.dataset)
+    for config in sample_configs(space, data.info, 25):
+        model = space.build(config, data.info)
+        model.eval()
+        with torch.no_grad():
+            out = model(model_input(data.info))
+        assert torch.isfinite(out).all()
+        if space.kind == "classify":
+            assert out.shape == (3, data.info.num_classes)
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_seed_config_lies_in_the_space(name, tiny_data):
+    space = registry()[name]
+    data = tiny_data(space.dataset)
+    study = optuna.create_study()
+    study.enqueue_trial(dict(space.seed_config))
+    trial = study.ask()
+    with _no_out_of_range_warning():
+        space.suggest(trial, data.info)
+    assert trial.params == dict(space.seed_config)
+
+
+class _no_out_of_range_warning:
+    """Optuna warns when an enqueued value lies outside the suggested range."""
+
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings(record=True)
+        self._caught = self._ctx.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+        bad = [w for w in self._caught if "not contained" in str(w.message)
+               or "out of" in str(w.message)]
+        assert not bad, [str(w.message) for w in bad]
+        return False
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_one_epoch_reports_objective_and_checkpoint_round_trips(name, tiny_data, tmp_path):
+    space = registry()[name]
+    data = tiny_data(space.dataset)
+    reports = []
+    fit(space, dict(space.seed_config), data, FitSettings(max_epochs=1, seed=0),
+        report=lambda m, s: reports.append((m, s)))
+    assert len(reports) == 1
+    metrics, state = reports[0]
+    assert math.isfinite(metrics[space.metric])
+    assert metrics["epoch"] == 1
+
+    save_state(state, str(tmp_path))
+    restored = load_state(str(tmp_path))
+    model = space.build(dict(space.seed_config), data.info)
+    model.load_state_dict(restored["model"])
+    original = space.build(dict(space.seed_config), data.info)
+    original.load_state_dict(state["model"])
+    model.eval(), original.eval()
+    x = model_input(data.info)
+    with torch.no_grad():
+        assert torch.equal(model(x), original(x))
+
+    resumed = []
+    fit(space, dict(space.seed_config), data, FitSettings(max_epochs=2, seed=0),
+        report=lambda m, s: resumed.append(m), state=restored)
+    assert [m["epoch"] for m in resumed] == [2], "resume must continue after the saved epoch"

@@ -1,0 +1,134 @@
+"""End to end through the real CLI, Ray, Optuna and MLflow on SQLite (no mocks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+from mlflow.tracking import MlflowClient
+
+from experiment.tracking import state_path
+from tests.conftest import REPO, run_cli
+
+CHANCE_CRYSTAL_SYSTEM = 1 / 7
+
+
+def runs_of(db: Path, experiment: str):
+    client = MlflowClient(f"sqlite:///{db}")
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no MLflow experiment {experiment}"
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+def assert_exactly_once(client, parents, children, trials: int, max_epochs: int):
+    assert len(parents) == 1
+    assert len(children) == trials
+    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
+    ids = Counter(c.data.tags["trial_id"] for c in children)
+    assert all(n == 1 for n in ids.values()), ids
+    for child in children:
+        assert child.info.status == "FINISHED", (child.info.run_name, child.info.status)
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_top1")]
+        assert steps == list(range(1, len(steps) + 1)), steps  # each epoch once, in order
+        assert 1 <= len(steps) <= max_epochs
+
+
+def test_search_end_to_end(tmp_path):
+    db = tmp_path / "mlflow.db"
+    result = run_cli("--space", "resnet1d", "--trials", "4", "--max-epochs", "3",
+                     "--samples", "1000", "--data-option", "labels=crystal_system",
+                     "--experiment", "e2e", "--mlflow-uri", f"sqlite:///{db}",
+                     "--storage", str(tmp_path / "ray"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "seed configuration" in result.stdout and "best checkpoint:" in result.stdout
+    client, parents, children = runs_of(db, "e2e")
+    assert_exactly_once(client, parents, children, trials=4, max_epochs=3)
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    for tag in ("space", "searcher", "scheduler", "seed", "git_commit"):
+        assert tag in parent.data.tags
+    assert parent.data.metrics["best_val_top1"] > CHANCE_CRYSTAL_SYSTEM
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"best_config.json", "best_checkpoint.pt"} <= artifacts
+    seed_runs = [c for c in children if c.data.params.get("first_kernel_size") == "13"
+                 and c.data.params.get("lr") == "0.0005"]
+    assert seed_runs, "the seed configuration must be one of the trials"
+    assert {"lr", "n_stages", "stages/0/dim", "batch_size"} <= set(children[0].data.params)
+
+
+def _kill_tree(proc: psutil.Process) -> None:
+    """SIGKILL a driver and then the Ray processes it started (by pid, nothing else)."""
+    descendants = proc.children(recursive=True)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    for child in descendants:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(descendants, timeout=30)
+
+
+def test_resume_after_driver_is_killed(tmp_path):
+    db = tmp_path / "mlflow.db"
+    storage = tmp_path / "ray"
+    args = ["--space", "resnet1d", "--trials", "5", "--max-epochs", "3", "--samples", "600",
+            "--scheduler", "fifo", "--concurrency", "2", "--experiment", "kill",
+            "--mlflow-uri", f"sqlite:///{db}", "--storage", str(storage)]
+    driver = subprocess.Popen([sys.executable, str(REPO / "launch.py"), *args], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env=dict(os.environ))
+    state_file = state_path(storage, "kill")
+    deadline = time.time() + 300
+    killed = False
+    try:
+        while time.time() < deadline and driver.poll() is None:
+            if state_file.exists():
+                trials = json.loads(state_file.read_text())["trials"]
+                done = [t for t in trials.values() if t["status"] == "FINISHED"]
+                if done and any(t["status"] == "RUNNING" and t["last_step"] >= 1
+                                for t in trials.values()):
+                    _kill_tree(psutil.Process(driver.pid))
+                    killed = True
+                    break
+            time.sleep(0.2)
+    finally:
+        if driver.poll() is None and not killed:
+            _kill_tree(psutil.Process(driver.pid))
+    assert killed, "the driver finished before it could be killed; slow the search down"
+    before = json.loads(state_file.read_text())["trials"]
+    finished_before = {k: v["run_id"] for k, v in before.items() if v["status"] == "FINISHED"}
+
+    result = run_cli("--resume", "--experiment", "kill", "--storage", str(storage),
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, parents, children = runs_of(db, "kill")
+    assert_exactly_once(client, parents, children, trials=5, max_epochs=3)
+    after = json.loads(state_file.read_text())["trials"]
+    for trial_id, run_id in finished_before.items():
+        assert after[trial_id]["run_id"] == run_id  # reused, not re-run
+    assert parents[0].info.status == "FINISHED"
+
+
+def test_resume_refuses_unknown_experiment_and_other_space(tmp_path):
+    result = run_cli("--resume", "--experiment", "nothing", "--storage", str(tmp_path / "r"),
+                     cwd=tmp_path)
+    assert result.returncode == 2 and "no experiment 'nothing'" in result.stderr
+    old_state = state_path(tmp_path / "r", "old")
+    old_state.parent.mkdir(parents=True)
+    old_state.write_text(json.dumps(
+        {"parent_run_id": "x", "settings": {"space": "resnet1d"}, "trials": {}}))
+    result = run_cli("--resume", "--experiment", "old", "--space", "other",
+                     "--storage", str(tmp_path / "r"), cwd=tmp_path)
+    assert result.returncode == 2 and "searches space 'resnet1d'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -1,0 +1,188 @@
+"""The one training loop every space uses.
+
+``fit(space, config, data, ...)`` is a pure function of its arguments: it builds the model,
+runs epochs, evaluates, reports metrics and a checkpoint state each epoch through a callback,
+and returns the last metrics. Task kinds (classify, regress, ...) differ only in a
+:class:`Kind`: how batches are drawn, one training epoch, one evaluation. Seeding, the
+optimizer, resume from a state, the NaN/inf guard and reporting live here once.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from datasets.base import DataSplits
+
+Metrics = dict[str, float]
+ReportFn = Callable[[Metrics, dict[str, Any]], None]
+
+
+class TrialDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class Kind(Protocol):
+    """Step functions of one task kind."""
+
+    def train_epoch(self, model: nn.Module, data: DataSplits, opt: torch.optim.Optimizer,
+                    cfg: Mapping[str, Any], rng: np.random.Generator, device: torch.device
+                    ) -> Metrics: ...
+
+    def evaluate(self, model: nn.Module, data: DataSplits, split: str,
+                 cfg: Mapping[str, Any], device: torch.device) -> Metrics: ...
+
+
+KINDS: dict[str, Kind] = {}
+
+
+def register_kind(name: str, kind: Kind) -> Kind:
+    """Make ``kind`` the step functions for spaces of task kind ``name``."""
+    KINDS[name] = kind
+    return kind
+
+
+def iterate_minibatches(indices: np.ndarray, batch_size: int,
+                        rng: np.random.Generator | None) -> Iterator[np.ndarray]:
+    """Index batches over ``indices``: shuffled when ``rng`` is given, each batch sorted so
+    reads from a memory map move forward through the file."""
+    order = rng.permutation(indices) if rng is not None else indices
+    for start in range(0, len(order), batch_size):
+        yield np.sort(order[start : start + batch_size])
+
+
+def gather(array: np.ndarray, idx: np.ndarray, device: torch.device,
+           dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Rows ``idx`` of a (memory-mapped) array as a tensor on ``device``."""
+    block = np.asarray(array[idx])
+    tensor = torch.from_numpy(block)
+    if tensor.dtype != dtype:
+        tensor = tensor.to(dtype)
+    return tensor.to(device, non_blocking=True)
+
+
+class ClassifyKind:
+    """Cross-entropy classification of ``arrays['x']`` into ``arrays['y']``.
+
+    Config keys used: ``batch_size``; ``background`` (optional): a uniform offset drawn from
+    U(0, background) is added to each training pattern, the seed's augmentation.
+    """
+
+    def train_epoch(self, model, data, opt, cfg, rng, device):
+        model.train()
+        x, y = data.arrays["x"], data.arrays["y"]
+        background = float(cfg.get("background", 0.0))
+        total_loss = correct = seen = 0.0
+        for idx in iterate_minibatches(data.train, int(cfg["batch_size"]), rng):
+            if len(idx) < 2:  # BatchNorm needs two samples
+                continue
+            xb = gather(x, idx, device)
+            yb = gather(y, idx, device, torch.long)
+            if background > 0:
+                shape = (len(idx),) + (1,) * (xb.dim() - 1)
+                xb = xb + torch.from_numpy(rng.uniform(0, background, shape)).to(xb)
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb)
+            if not torch.isfinite(loss):
+                raise TrialDiverged(f"training loss became {loss.item()}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total_loss += loss.item() * len(idx)
+            correct += (logits.argmax(-1) == yb).sum().item()
+            seen += len(idx)
+        seen = max(seen, 1)
+        return {"train_loss": total_loss / seen, "train_top1": correct / seen}
+
+    @torch.no_grad()
+    def evaluate(self, model, data, split, cfg, device):
+        model.eval()
+        x, y = data.arrays["x"], data.arrays["y"]
+        indices = getattr(data, split)
+        total_loss = top1 = top3 = 0.0
+        for idx in iterate_minibatches(indices, max(int(cfg["batch_size"]), 256), None):
+            xb = gather(x, idx, device)
+            yb = gather(y, idx, device, torch.long)
+            logits = model(xb)
+            total_loss += F.cross_entropy(logits, yb, reduction="sum").item()
+            top = logits.topk(min(3, logits.shape[-1]), dim=-1).indices
+            top1 += (top[:, 0] == yb).sum().item()
+            top3 += (top == yb[:, None]).any(-1).sum().item()
+        n = max(len(indices), 1)
+        return {f"{split}_loss": total_loss / n, f"{split}_top1": top1 / n,
+                f"{split}_top3": top3 / n}
+
+
+register_kind("classify", ClassifyKind())
+
+
+def make_optimizer(model: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """Optimizer from config keys ``optimizer`` (adam|adamw|sgd|rmsprop), ``lr``, ``eps``,
+    ``weight_decay``, ``momentum``."""
+    name = str(cfg.get("optimizer", "adam")).lower()
+    lr = float(cfg["lr"])
+    wd = float(cfg.get("weight_decay", 0.0))
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr, eps=float(cfg.get("eps", 1e-8)),
+                                weight_decay=wd)
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, eps=float(cfg.get("eps", 1e-8)),
+                                 weight_decay=wd)
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=float(cfg.get("momentum", 0.9)),
+                               weight_decay=wd)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(model.parameters(), lr=lr, weight_decay=wd)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Platform settings of one trial (not searched)."""
+
+    max_epochs: int
+    seed: int = 0
+    device: str = "cpu"
+
+
+def fit(space: Any, config: Mapping[str, Any], data: DataSplits, settings: FitSettings,
+        report: ReportFn | None = None, state: Mapping[str, Any] | None = None) -> Metrics:
+    """Train ``space``'s model with ``config`` for up to ``settings.max_epochs`` epochs.
+
+    ``state`` (a previous checkpoint state) resumes after its epoch. ``report(metrics, state)``
+    is called after every epoch with the epoch's metrics and the state to checkpoint.
+    Returns the metrics of the last epoch.
+    """
+    device = torch.device(settings.device)
+    torch.manual_seed(settings.seed)
+    model = space.build(config, data.info).to(device)
+    opt = make_optimizer(model, config)
+    kind = KINDS[space.kind]
+    start_epoch = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start_epoch = int(state["epoch"])
+    metrics: Metrics = {}
+    for epoch in range(start_epoch + 1, settings.max_epochs + 1):
+        t0 = time.perf_counter()
+        rng = np.random.default_rng([settings.seed, epoch])
+        metrics = dict(kind.train_epoch(model, data, opt, config, rng, device))
+        metrics.update(kind.evaluate(model, data, "val", config, device))
+        bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+        if bad:
+            raise TrialDiverged(f"non-finite metrics at epoch {epoch}: {', '.join(bad)}")
+        metrics["epoch"] = epoch
+        metrics["epoch_seconds"] = time.perf_counter() - t0
+        if report is not None:
+            report(metrics, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                             "epoch": epoch})
+    return metrics

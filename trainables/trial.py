@@ -1,0 +1,96 @@
+"""The Ray Tune function trainable: one trial = one call of :func:`trainables.loop.fit`.
+
+The data set is opened once per worker process and kept in a module global, so reused actors
+(``reuse_actors=True``) and later trials on the same worker pay nothing to reach it. Each
+epoch is reported with a small checkpoint (model + optimizer state dicts); a restarted trial
+resumes after the epoch of its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from datasets import get_dataset
+from datasets.base import DataSplits
+from search_spaces import get_space
+from trainables.loop import FitSettings, fit
+
+CHECKPOINT_FILE = "checkpoint.pt"
+_DATA: dict[tuple, DataSplits] = {}
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """Settings shared by every trial of a search (passed with ``tune.with_parameters``)."""
+
+    space: str
+    data_path: str
+    data_options: Mapping[str, str] = field(default_factory=dict)
+    max_epochs: int = 10
+    seed: int = 0
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config (as Optuna names with ``/`` produce) → flat ``a/b/c`` keys."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name + "/"))
+        else:
+            flat[name] = value
+    return flat
+
+
+def load_data(ctx: TrialContext) -> DataSplits:
+    """The trial's data splits, memory-mapped once per worker process."""
+    space = get_space(ctx.space)
+    key = (space.dataset, ctx.data_path, tuple(sorted(ctx.data_options.items())))
+    if key not in _DATA:
+        _DATA[key] = get_dataset(space.dataset).load(ctx.data_path, ctx.seed, ctx.data_options)
+    return _DATA[key]
+
+
+def save_state(state: Mapping[str, Any], directory: str) -> str:
+    """Write a checkpoint state into ``directory``; return the file path."""
+    path = os.path.join(directory, CHECKPOINT_FILE)
+    torch.save(dict(state), path)
+    return path
+
+
+def load_state(directory: str) -> dict[str, Any]:
+    """Read a checkpoint state written by :func:`save_state` (tensors only, no pickles)."""
+    return torch.load(os.path.join(directory, CHECKPOINT_FILE), map_location="cpu",
+                      weights_only=True)
+
+
+def trial_dirname(trial: Any) -> str:
+    """Short trial folder names (Ray's default embeds the whole config)."""
+    return f"trial_{trial.trial_id}"
+
+
+def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
+    """Ray Tune function trainable."""
+    from ray import tune
+
+    space = get_space(ctx.space)
+    data = load_data(ctx)
+    state = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = load_state(directory)
+
+    def report(metrics: dict[str, float], new_state: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory() as directory:
+            save_state(new_state, directory)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+    settings = FitSettings(max_epochs=ctx.max_epochs, seed=ctx.seed)
+    fit(space, flatten(config), data, settings, report=report, state=state)
