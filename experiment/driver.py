@@ -257,7 +257,7 @@ def _search(args: argparse.Namespace, space: Space, info: Any, state: Experiment
           f"scheduler {args.scheduler}")
     print(f"data: {data_path}")
     if dashboard:
-        print(f"Ray dashboard: {dashboard}")
+        print(f"Ray dashboard: {dashboard}  (login token: `ray get-auth-token`)")
     print(f"MLflow: {state.data['tracking_uri']} (experiment {args.experiment!r})")
     sys.stdout.flush()
 

@@ -15,8 +15,9 @@ from datasets.base import DataInfo
 from search_spaces import Space, register
 from trainables.resnet1d import build
 
-STAGE_WIDTHS = (16, 32, 48, 64, 96, 128)
 MAX_STAGES = 5
+MAX_UNSTRIDED_LENGTH = 128
+MAX_ACTIVATION = 4096  # points × channels after a stage
 
 #: The seed's ``init_models``: ResnetConfig(res_dims=[32,64,64,64], res_kernel=[5,7,17,13],
 #: res_stride=[4,4,5,3], num_blocks=[2,2,2,2], first_kernel_size=13, first_stride=1,
@@ -43,21 +44,28 @@ SEED_CONFIG: dict[str, Any] = {
 
 
 def suggest(trial: Any, info: DataInfo) -> None:
-    """Optuna define-by-run space (conditional on ``n_stages`` and ``use_weight_decay``)."""
+    """Optuna define-by-run space (conditional on ``n_stages`` and ``use_weight_decay``).
+
+    Compute stays bounded whatever is sampled: a stage whose input is longer than
+    ``MAX_UNSTRIDED_LENGTH`` points must downsample, and its width is capped so that
+    points × channels after the stage stay within ``MAX_ACTIVATION`` (width steps of 16).
+    """
     length = info.input_shape[-1]
     first_kernel = trial.suggest_int("first_kernel_size", 3, 25, step=2)
     first_stride = trial.suggest_int("first_stride", 1, 2)
     length = (length + 2 * (first_kernel // 2) - first_kernel) // first_stride + 1
     pool_kernel = trial.suggest_int("first_pool_kernel_size", 2, 9)
-    pool_stride = trial.suggest_int("first_pool_stride", 2, 9)
+    pool_stride = trial.suggest_int("first_pool_stride", 3, 9)
     length = max(1, (length - pool_kernel) // pool_stride + 1)
     n_stages = trial.suggest_int("n_stages", 2, MAX_STAGES)
     for i in range(n_stages):
-        trial.suggest_categorical(f"stages/{i}/dim", STAGE_WIDTHS)
         kernel = trial.suggest_int(f"stages/{i}/kernel", 3, 21, step=2)  # odd: "same" padding
-        stride = trial.suggest_int(f"stages/{i}/stride", 1, max(1, min(5, length)))
-        trial.suggest_int(f"stages/{i}/blocks", 1, 3)
+        low = 2 if length > MAX_UNSTRIDED_LENGTH else 1
+        stride = trial.suggest_int(f"stages/{i}/stride", low, max(low, min(5, length)))
         length = (length + 2 * (kernel // 2) - kernel) // stride + 1
+        widest = min(128, max(16, (MAX_ACTIVATION // max(length, 1)) // 16 * 16))
+        trial.suggest_int(f"stages/{i}/dim", 16, widest, step=16)
+        trial.suggest_int(f"stages/{i}/blocks", 1, 3)
     trial.suggest_float("dropout", 0.0, 0.3)
     trial.suggest_float("lr", 1e-4, 3e-3, log=True)
     trial.suggest_float("eps", 1e-9, 1e-4, log=True)
