@@ -159,8 +159,8 @@ def require_dataset(f: Any, key: str, path: str, *, ndim: int | None = None,
 
     if key not in f or not isinstance(f[key], h5py.Dataset):
         raise DataError(
-            f"--data {path}: missing dataset '{key}' (expected: {', '.join(sorted(f.keys())) or 'none'} "
-            "present); see README 'Data' for the schema"
+            f"--data {path}: missing dataset '{key}' (present: {', '.join(sorted(f.keys())) or 'none'});"
+            " see README 'Data' for the schema"
         )
     ds = f[key]
     if ndim is not None and ds.ndim != ndim:

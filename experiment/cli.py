@@ -11,6 +11,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -145,8 +146,13 @@ def check_writable_dir(path: Path, flag: str) -> None:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         raise BadInput(f"{flag} {path}: {probe} is a file, not a folder; choose another path")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise BadInput(f"{flag} {path}: {probe} is not writable; choose a writable folder")
+    try:  # a real write: permission bits say nothing for root or read-only mounts
+        fd, tmp = tempfile.mkstemp(prefix=".scitune-probe-", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise BadInput(f"{flag} {path}: {probe} is not writable ({exc.strerror}); "
+                       "choose a writable folder") from None
 
 
 def resolve_mlflow_uri(uri: str | None) -> str:

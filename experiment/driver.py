@@ -27,7 +27,7 @@ from search_spaces import Space, get_space
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Settings stored with an experiment and taken from there on ``--resume``.
 STORED_SETTINGS = ("space", "trials", "max_epochs", "grace_epochs", "searcher", "scheduler",
-                   "seed", "data_path", "data_option", "samples")
+                   "seed", "data", "data_option", "samples")
 
 
 def git_commit() -> str:
@@ -85,14 +85,14 @@ def check_address(address: str) -> None:
         socket.create_connection((host, int(port)), timeout=3).close()
     except OSError as exc:
         raise BadInput(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc});"
-                       " start one with `ray start --head` or fix the address") from None
+                       " start one with 'ray start --head' or fix the address") from None
 
 
 def init_ray(args: argparse.Namespace) -> str | None:
     """Start a local Ray or join ``--address``; return the dashboard URL."""
     import ray
 
-    level = logging.INFO if args.verbose else logging.WARNING
+    level = logging.INFO if args.verbose else logging.ERROR
     common = dict(include_dashboard=True, logging_level=level, log_to_driver=args.verbose)
     if args.address:
         check_address(args.address)
@@ -148,7 +148,8 @@ def open_mlflow_experiment(tracking_uri: str, name: str) -> str:
 def settings_of(args: argparse.Namespace, data_path: str, samples: int) -> dict[str, Any]:
     return {"space": args.space, "trials": args.trials, "max_epochs": args.max_epochs,
             "grace_epochs": args.grace_epochs, "searcher": args.searcher,
-            "scheduler": args.scheduler, "seed": args.seed, "data_path": data_path,
+            "scheduler": args.scheduler, "seed": args.seed, "data": args.data,
+            "data_path": data_path,
             "data_option": args.data_option, "samples": samples}
 
 
@@ -178,7 +179,7 @@ def run_search(args: argparse.Namespace) -> int:
         tracking_uri = state.data["tracking_uri"]
         space = get_space(args.space)
         spec = get_dataset(space.dataset)
-        data_path = spec.prepare(args.data_path, args.samples, args.seed, args.data_option)
+        data_path = spec.prepare(args.data, args.samples, args.seed, args.data_option)
         samples = args.samples
     else:
         args.space = args.space or "resnet1d"
@@ -191,14 +192,19 @@ def run_search(args: argparse.Namespace) -> int:
             raise BadInput(f"experiment {name!r} already exists in {storage}; continue it with "
                            "--resume or choose another --experiment")
         samples = args.samples or spec.default_samples
-        data_path = spec.prepare(args.data, samples, args.seed, args.data_option)
-    info = spec.load(data_path, args.seed, args.data_option).info
+        # A user's file is validated before Ray starts; the synthetic default is generated
+        # only once the resource request is known to fit (bad input creates no file).
+        data_path = spec.prepare(args.data, samples, args.seed, args.data_option) \
+            if args.data is not None else None
 
     import ray
 
     dashboard = init_ray(args)
     try:
         concurrency = check_resources(args, args.trials)
+        if data_path is None:
+            data_path = spec.prepare(None, samples, args.seed, args.data_option)
+        info = spec.load(data_path, args.seed, args.data_option).info
         if state is None:
             storage.mkdir(parents=True, exist_ok=True)
             exp_dir.mkdir(parents=True, exist_ok=False)
@@ -243,8 +249,8 @@ def run_tags(args: argparse.Namespace, space: Space) -> dict[str, str]:
 def _search(args: argparse.Namespace, space: Space, info: Any, state: ExperimentState,
             exp_dir: Path, data_path: str, concurrency: int, dashboard: str | None) -> int:
     from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
 
+    from experiment.searcher import PlatformOptunaSearch
     from experiment.summary import finish
     from trainables.trial import TrialContext, run_trial, trial_dirname
 
@@ -262,10 +268,18 @@ def _search(args: argparse.Namespace, space: Space, info: Any, state: Experiment
     sys.stdout.flush()
 
     if args.resume and tune.Tuner.can_restore(str(exp_dir)):
-        tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable, resume_unfinished=True,
-                                   resume_errored=True)
+        try:
+            tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable,
+                                       resume_unfinished=True, resume_errored=False)
+        except Exception as exc:  # noqa: BLE001 - Ray raises many types for a damaged state
+            states = sorted(exp_dir.glob("experiment_state-*.json"))
+            hint = (f"move {states[-1].name} aside to restore from the previous state"
+                    if len(states) > 1 else "start a new --experiment")
+            raise BadInput(f"--resume: Ray's experiment state in {exp_dir} is damaged "
+                           f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); {hint}"
+                           ) from None
     else:
-        searcher = OptunaSearch(
+        searcher = PlatformOptunaSearch(
             space=partial(space.suggest, info=info),
             metric=space.metric,
             mode=space.mode,
@@ -273,7 +287,7 @@ def _search(args: argparse.Namespace, space: Space, info: Any, state: Experiment
             sampler=make_sampler(args.searcher, args.seed),
         )
         tracker = MlflowTracker(state.data["tracking_uri"], str(state.path), args.max_epochs,
-                                run_tags(args, space))
+                                run_tags(args, space), space.metric)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(

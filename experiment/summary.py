@@ -12,7 +12,7 @@ from typing import Any
 
 from experiment.tracking import ExperimentState
 from search_spaces import Space
-from trainables.trial import CHECKPOINT_FILE, flatten
+from trainables.trial import CHECKPOINT_FILE, FAILURE_KEY, flatten
 
 
 def _same_config(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -28,11 +28,24 @@ def _history(result: Any, metric: str) -> list[float]:
     return [float(v) for v in df[metric].tolist()]
 
 
+def compact(config: dict[str, Any], seed: dict[str, Any], width: int = 150) -> str:
+    """``k=v`` for the parameters that differ from the seed configuration, on one line."""
+    parts = []
+    for key, value in config.items():
+        if str(seed.get(key)) == str(value):
+            continue
+        shown = f"{value:.3g}" if isinstance(value, float) else str(value)
+        parts.append(f"{key}={shown}")
+    text = "vs seed: " + (" ".join(parts) if parts else "same")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.4f}"
 
 
-def drop_orphans(client: Any, state: ExperimentState, known: set[str]) -> None:
+def drop_orphans(client: Any, state: ExperimentState, known: set[str],
+                 experiment_dir: Path | None = None) -> None:
     """Delete the runs of trials Ray no longer knows.
 
     A driver killed between starting a trial and Ray's next experiment checkpoint leaves a
@@ -45,6 +58,8 @@ def drop_orphans(client: Any, state: ExperimentState, known: set[str]) -> None:
             client.delete_run(record["run_id"])
             record["status"] = "ORPHANED"
             changed = True
+            if experiment_dir is not None:  # the forgotten trial's folder, named by us
+                shutil.rmtree(experiment_dir / f"trial_{trial_id}", ignore_errors=True)
     if changed:
         state.save()
 
@@ -68,12 +83,14 @@ def finish(args: argparse.Namespace, space: Space, state: ExperimentState, resul
         rows.append({
             "trial": Path(result.path).name, "trial_id": trial_id, "result": result,
             "config": config, "history": history, "best": best,
-            "epochs": len(history), "failed": result.error is not None,
+            "epochs": len(finite),
+            "failed": result.error is not None or FAILURE_KEY in (result.metrics or {}),
             "is_seed": _same_config(config, seed_config),
             "run_id": record.get("run_id"),
         })
     client = MlflowClient(state.data["tracking_uri"])
-    drop_orphans(client, state, {r["trial_id"] for r in rows})
+    drop_orphans(client, state, {r["trial_id"] for r in rows},
+                 Path(results.experiment_path) if getattr(results, "experiment_path", None) else None)
     scored = sorted((r for r in rows if r["best"] is not None), key=lambda r: -sign * r["best"])
     seed_row = next((r for r in rows if r["is_seed"]), None)
     failed = [r for r in rows if r["failed"]]
@@ -86,11 +103,14 @@ def finish(args: argparse.Namespace, space: Space, state: ExperimentState, resul
     for rank, row in enumerate(scored[:10], 1):
         note = "seed configuration" if row["is_seed"] else ""
         print(f"{rank:>4}  {row['trial'][:40]:<40} {_fmt(row['best']):>14} {row['epochs']:>6}  {note}")
+        if rank <= 5 and not row["is_seed"]:
+            print(f"      {compact(row['config'], seed_config)}")
     if seed_row and seed_row not in scored[:10]:
         print(f"{'seed':>4}  {seed_row['trial'][:40]:<40} {_fmt(seed_row['best']):>14} "
               f"{seed_row['epochs']:>6}  seed configuration")
     for row in failed:
-        reason = state.trials.get(row["trial_id"], {}).get("failure_reason", str(row["result"].error))
+        reason = state.trials.get(row["trial_id"], {}).get(FAILURE_KEY) or \
+            (row["result"].metrics or {}).get(FAILURE_KEY) or str(row["result"].error)
         print(f"  failed: {row['trial']}: {str(reason).splitlines()[0][:160]}")
 
     parent = state.data["parent_run_id"]

@@ -23,13 +23,16 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
+from trainables.trial import FAILURE_KEY
+
 STATE_DIR = ".scitune"
 
 
 def state_path(storage: str | os.PathLike[str], experiment: str) -> Path:
     """Where the durable state of ``experiment`` lives."""
     return Path(storage) / STATE_DIR / experiment / "state.json"
-SKIP_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint"}
+SKIP_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint",
+                                     FAILURE_KEY}
 
 
 def write_json_atomic(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
@@ -100,7 +103,8 @@ class MlflowTracker(Callback):
     """Tune callback that mirrors trials into MLflow child runs of one parent run."""
 
     def __init__(self, tracking_uri: str, state_path: str, max_epochs: int,
-                 run_tags: dict[str, str]):
+                 run_tags: dict[str, str], metric: str):
+        self.metric = metric
         self.tracking_uri = tracking_uri
         self.state_path = str(state_path)
         self.max_epochs = max_epochs
@@ -165,7 +169,22 @@ class MlflowTracker(Callback):
 
     # -- Tune callback hooks ------------------------------------------------------------
     def setup(self, **info: Any) -> None:
-        self._state = None  # re-read from disk: the truth after a driver restart
+        """Re-read the state (the truth after a driver restart) and reconcile it with MLflow.
+
+        A driver killed after logging an epoch but before saving the state would otherwise
+        log that epoch twice: the last logged step of each open run is read back."""
+        self._state = None
+        changed = False
+        for record in self.state.trials.values():
+            if record.get("status") != "RUNNING":
+                continue
+            history = self.client.get_metric_history(record["run_id"], self.metric)
+            logged = max((m.step for m in history), default=0)
+            if logged > record["last_step"]:
+                record["last_step"] = logged
+                changed = True
+        if changed:
+            self.state.save()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         record = self._run_for(trial)
@@ -179,6 +198,10 @@ class MlflowTracker(Callback):
         from mlflow.entities import Metric
 
         record = self._run_for(trial)
+        if FAILURE_KEY in result:
+            record[FAILURE_KEY] = str(result[FAILURE_KEY])
+            self.state.save()
+            return
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         if step <= record["last_step"]:
             return  # replayed after a resume: already logged
@@ -192,12 +215,14 @@ class MlflowTracker(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         record = self._run_for(trial)
+        if record.get(FAILURE_KEY):
+            self._end(trial, "FAILED", {FAILURE_KEY: record[FAILURE_KEY]})
+            return
         stopped_early = record["last_step"] < self.max_epochs
         self._end(trial, "FINISHED", {"stopped_early": str(stopped_early).lower()})
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        reason = failure_reason(trial)
-        self._end(trial, "FAILED", {"failure_reason": reason})
+        self._end(trial, "FAILED", {FAILURE_KEY: failure_reason(trial)})
 
 
 def failure_reason(trial: Any) -> str:

@@ -8,6 +8,7 @@ here (the same pattern as timm's ``@register_model``).
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -73,14 +74,21 @@ def register(space: Space) -> Space:
     return space
 
 
+PLUGINS_ENV = "SCITUNE_PLUGINS"
+
+
 def _load_all() -> None:
+    """Import every space module of this package, then the modules named in
+    ``$SCITUNE_PLUGINS`` (comma-separated; spaces kept outside the repository)."""
     global _LOADED
     if _LOADED:
         return
+    _LOADED = True
     for module in pkgutil.iter_modules(__path__):
         if not module.name.startswith("_"):
             importlib.import_module(f"{__name__}.{module.name}")
-    _LOADED = True
+    for name in filter(None, (n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(","))):
+        importlib.import_module(name)
 
 
 def registry() -> dict[str, Space]:

@@ -93,4 +93,36 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
     settings = FitSettings(max_epochs=ctx.max_epochs, seed=ctx.seed)
-    fit(space, flatten(config), data, settings, report=report, state=state)
+    last_epoch = int(state["epoch"]) if state else 0
+
+    def report_and_track(metrics: dict[str, float], new_state: dict[str, Any]) -> None:
+        nonlocal last_epoch
+        report(metrics, new_state)
+        last_epoch = int(metrics["epoch"])
+
+    try:
+        fit(space, flatten(config), data, settings, report=report_and_track, state=state)
+    except Exception as exc:  # noqa: BLE001 - classified below; others propagate
+        reason = terminal_failure(exc)
+        if reason is None:
+            raise  # Ray retries it from the last checkpoint (--max-failures)
+        # Divergence and out-of-memory are properties of the configuration: retrying cannot
+        # help, so the trial ends now with its reason and the searcher is told it failed.
+        tune.report({space.metric: float("nan"), "epoch": last_epoch + 1,
+                     FAILURE_KEY: reason})
+
+
+FAILURE_KEY = "failure_reason"
+
+
+def terminal_failure(exc: BaseException) -> str | None:
+    """The reason a trial must stop without retry (divergence, out of memory), else None."""
+    from trainables.loop import TrialDiverged
+
+    if isinstance(exc, TrialDiverged):
+        return f"diverged: {exc}"
+    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
+        return f"out of memory: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
+    if isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc):
+        return f"out of memory: {str(exc).splitlines()[0][:200]}"
+    return None

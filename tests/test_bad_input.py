@@ -1,0 +1,118 @@
+"""The bad-input table (README "Bad input"): each row exits 2 with one line naming the problem
+and the fix, prints no traceback, and creates or changes nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from experiment.tracking import state_path
+from tests.conftest import run_cli
+
+
+def write_h5(path: Path, patterns, labels) -> Path:
+    with h5py.File(path, "w") as f:
+        if patterns is not None:
+            f.create_dataset("patterns", data=patterns)
+        if labels is not None:
+            f.create_dataset("labels", data=labels)
+    return path
+
+
+def make_inputs(root: Path) -> dict[str, Path]:
+    rng = np.random.default_rng(0)
+    good_x, good_y = rng.random((60, 256), dtype=np.float32), rng.integers(0, 14, 60)
+    files = {
+        "good": write_h5(root / "good.h5", good_x, good_y),
+        "text": root / "notes.h5",
+        "missing_key": write_h5(root / "nolabels.h5", good_x, None),
+        "wrong_rank": write_h5(root / "rank.h5", good_x[:, None, :], good_y),
+        "strings": write_h5(root / "strings.h5", np.array([[b"x"] * 256] * 60), good_y),
+        "nan": write_h5(root / "nan.h5", np.where(good_x > 0.999, np.nan, good_x), good_y),
+        "labels_range": write_h5(root / "range.h5", good_x, good_y + 14),
+        "empty": write_h5(root / "empty.h5", good_x[:0], good_y[:0]),
+        "mismatch": write_h5(root / "mismatch.h5", good_x, good_y[:-5]),
+    }
+    files["text"].write_text("patterns,labels\n1,2\n")
+    blob = files["good"].read_bytes()
+    files["truncated"] = root / "truncated.h5"
+    files["truncated"].write_bytes(blob[: len(blob) // 2])
+    (root / "a_file").write_text("")
+    old = state_path(root / "ray", "old")
+    old.parent.mkdir(parents=True)
+    old.write_text(json.dumps({"parent_run_id": "x", "settings": {"space": "resnet1d"},
+                               "trials": {}}))
+    return files
+
+
+# row: (arguments, what the message must say)
+ROWS = {
+    "missing --data file": (["--data", "{root}/absent.h5"], "no such file"),
+    "not HDF5": (["--data", "{text}"], "not an HDF5 file"),
+    "truncated HDF5": (["--data", "{truncated}"], "damaged or truncated"),
+    "missing dataset key": (["--data", "{missing_key}"], "missing dataset 'labels'"),
+    "wrong rank": (["--data", "{wrong_rank}"], "expected 2 dimensions"),
+    "non-numeric dtype": (["--data", "{strings}"], "non-numeric dtype"),
+    "NaN or inf": (["--data", "{nan}"], "NaN or inf"),
+    "labels out of range": (["--data", "{labels_range}"], "outside 0..13"),
+    "zero samples": (["--data", "{empty}"], "zero samples"),
+    "mismatched lengths": (["--data", "{mismatch}"], "must match"),
+    "unknown space": (["--space", "resnet99"], "unknown space 'resnet99'"),
+    "trials 0": (["--trials", "0"], "--trials: 0 must be > 0"),
+    "trials negative": (["--trials", "-3"], "--trials: -3 must be > 0"),
+    "negative CPUs": (["--cpus-per-trial", "-1"], "--cpus-per-trial: -1 must be"),
+    "non-numeric GPUs": (["--gpus-per-trial", "abc"], "'abc' is not a number"),
+    "more GPUs than the cluster": (["--gpus-per-trial", "1"], "the cluster has 0 GPUs"),
+    "more CPUs than a node": (["--cpus-per-trial", "64"], "the largest node has"),
+    "unreachable --address": (["--address", "127.0.0.1:9"], "no Ray cluster answers"),
+    "unwritable --storage": (["--storage", "{root}/a_file/ray"], "is a file, not a folder"),
+    "unreachable --mlflow-uri": (["--mlflow-uri", "http://127.0.0.1:9"],
+                                 "tracking server unreachable"),
+    "--resume of an unknown experiment": (["--resume", "--experiment", "nope"],
+                                          "no experiment 'nope'"),
+    "--resume with another --space": (["--resume", "--experiment", "old", "--space", "faulty"],
+                                      "searches space 'resnet1d', not 'faulty'"),
+}
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad-input")
+    return root, make_inputs(root)
+
+
+@pytest.mark.parametrize("row", sorted(ROWS))
+def test_bad_input_row(row, inputs, tmp_path):
+    root, files = inputs
+    args, message = ROWS[row]
+    names = {k: str(v) for k, v in files.items()} | {"root": str(root)}
+    argv = [a.format(**names) for a in args]
+    if "--storage" not in argv:
+        argv += ["--storage", str(root / "ray")]
+    if "--mlflow-uri" not in argv:
+        argv += ["--mlflow-uri", f"sqlite:///{root / 'mlflow.db'}"]
+    if "--experiment" not in argv:
+        argv += ["--experiment", "fresh"]
+    before = snapshot(root)
+    cache = Path(__import__("os").environ["SCITUNE_CACHE"])
+    cache_before = snapshot(cache) if cache.exists() else {}
+    result = run_cli(*argv, "--trials" if "--trials" not in argv else "--seed",
+                     "2" if "--trials" not in argv else "0", "--samples", "60", cwd=tmp_path)
+    assert result.returncode == 2, (row, result.returncode, result.stderr[-2000:])
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert message in lines[0], lines[0]
+    assert "Traceback" not in result.stderr and result.stdout.strip() == ""
+    assert snapshot(root) == before, "bad input must not create or change any file"
+    assert (snapshot(cache) if cache.exists() else {}) == cache_before
+    assert list(tmp_path.iterdir()) == [], "nothing may be written to the working directory"

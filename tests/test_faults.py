@@ -1,0 +1,196 @@
+"""Fault injection for real: trial faults, a killed worker, a driver killed at random points.
+
+Everything runs through the CLI with real Ray, Optuna and MLflow on SQLite; afterwards the
+MLflow store, the Optuna study (the searcher's saved state) and Ray's results are checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from mlflow.tracking import MlflowClient
+
+from experiment.tracking import state_path
+from tests.conftest import REPO, run_cli
+
+PLUGIN_ENV = {"SCITUNE_PLUGINS": "faulty_space",
+              "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "plugins"), str(REPO)])}
+
+
+def children_of(db: Path, experiment: str):
+    client = MlflowClient(f"sqlite:///{db}")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    return client, parents, [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+
+
+def steps(client, run, metric="val_top1"):
+    return [m.step for m in client.get_metric_history(run.info.run_id, metric)]
+
+
+def optuna_study(experiment_dir: Path):
+    from ray.tune.search.optuna import OptunaSearch
+
+    plugins = str(REPO / "tests" / "plugins")
+    if plugins not in sys.path:  # the pickled searcher refers to the plugin space
+        sys.path.insert(0, plugins)
+    searcher = OptunaSearch()
+    searcher.restore_from_dir(str(experiment_dir))
+    return searcher._ot_study
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a driver, then the Ray processes it started (by pid)."""
+    proc = psutil.Process(pid)
+    descendants = proc.children(recursive=True)
+    proc.send_signal(signal.SIGKILL)
+    for child in descendants:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs([proc, *descendants], timeout=30)
+
+
+def test_trial_faults_are_recorded_and_the_search_goes_on(tmp_path):
+    db = tmp_path / "mlflow.db"
+    env = dict(PLUGIN_ENV, SCITUNE_FAULT_DIR=str(tmp_path / "markers"))
+    result = run_cli("--space", "faulty", "--trials", "8", "--max-epochs", "3", "--samples", "90",
+                     "--scheduler", "fifo", "--searcher", "random", "--experiment", "faults",
+                     "--mlflow-uri", f"sqlite:///{db}", "--storage", str(tmp_path / "ray"),
+                     cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, parents, children = children_of(db, "faults")
+    assert len(parents) == 1 and len(children) == 8
+    by_fault: dict[str, list] = {}
+    for run in children:
+        by_fault.setdefault(run.data.params["fault"], []).append(run)
+    assert set(by_fault) == {"none", "nan", "oom", "raise_once"}
+    for run in by_fault["nan"]:
+        assert run.info.status == "FAILED"
+        assert run.data.tags["failure_reason"].startswith("diverged")
+        assert steps(client, run) == [1]  # stopped at once: no retry, no further epochs
+    for run in by_fault["oom"]:
+        assert run.info.status == "FAILED"
+        assert run.data.tags["failure_reason"].startswith("out of memory")
+    for run in by_fault["none"] + by_fault["raise_once"]:
+        assert run.info.status == "FINISHED"
+        assert steps(client, run) == [1, 2, 3]
+    # the crashed trial was retried from its checkpoint: no epoch trained twice
+    for run in by_fault["raise_once"]:
+        trial_dir = tmp_path / "ray" / "faults" / f"trial_{run.data.tags['trial_id']}"
+        epochs = [json.loads(line)["epoch"] for line in
+                  (trial_dir / "result.json").read_text().splitlines() if line.strip()]
+        assert epochs == [1, 2, 3], epochs
+    assert "failed:" in result.stdout and "diverged" in result.stdout
+    study = optuna_study(tmp_path / "ray" / "faults")
+    states = [t.state.name for t in study.trials]
+    assert len(states) == 8 and states.count("FAIL") == len(by_fault["nan"]) + len(by_fault["oom"])
+
+
+def _poll_trial_pid(experiment_dir: Path, min_epoch: int, timeout: float) -> int | None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for result_file in experiment_dir.glob("trial_*/result.json"):
+            lines = [json.loads(x) for x in result_file.read_text().splitlines() if x.strip()]
+            if lines and lines[-1].get("epoch", 0) >= min_epoch:
+                return int(lines[-1]["pid"])
+        time.sleep(0.2)
+    return None
+
+
+def test_worker_killed_mid_trial_resumes_from_checkpoint(tmp_path):
+    db = tmp_path / "mlflow.db"
+    args = ["--space", "resnet1d", "--trials", "2", "--max-epochs", "4", "--samples", "600",
+            "--scheduler", "fifo", "--concurrency", "1", "--experiment", "worker",
+            "--mlflow-uri", f"sqlite:///{db}", "--storage", str(tmp_path / "ray")]
+    driver = subprocess.Popen([sys.executable, str(REPO / "launch.py"), *args], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        pid = _poll_trial_pid(tmp_path / "ray" / "worker", 1, 240)
+        assert pid is not None, "no trial reported an epoch"
+        assert pid in {p.pid for p in psutil.Process(driver.pid).children(recursive=True)}
+        os.kill(pid, signal.SIGKILL)
+        out, err = driver.communicate(timeout=400)
+    finally:
+        if driver.poll() is None:
+            kill_tree(driver.pid)
+    assert driver.returncode == 0, err[-3000:]
+    client, parents, children = children_of(db, "worker")
+    assert len(children) == 2
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert steps(client, run) == [1, 2, 3, 4]
+
+
+def test_driver_killed_at_random_points_then_resumed(tmp_path):
+    """Seeded random SIGKILLs of the whole driver; each time --resume; then exactly once."""
+    rng = random.Random(1234)
+    db = tmp_path / "mlflow.db"
+    storage = tmp_path / "ray"
+    trials = 6
+    first = ["--space", "resnet1d", "--trials", str(trials), "--max-epochs", "3",
+             "--samples", "300", "--scheduler", "asha", "--experiment", "chaos",
+             "--mlflow-uri", f"sqlite:///{db}", "--storage", str(storage)]
+    resume = ["--resume", "--experiment", "chaos", "--storage", str(storage)]
+    kills, rounds = 0, 0
+    while True:
+        args = first if rounds == 0 else resume
+        rounds += 1
+        driver = subprocess.Popen([sys.executable, str(REPO / "launch.py"), *args],
+                                  cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True)
+        delay = rng.uniform(4.0, 16.0) if kills < 3 else None
+        try:
+            driver.wait(timeout=delay if delay else 600)
+        except subprocess.TimeoutExpired:
+            kill_tree(driver.pid)
+            kills += 1
+            continue
+        assert driver.returncode == 0, driver.stderr.read()[-3000:]
+        break
+    assert kills >= 2, "the search ended before the driver could be killed twice"
+    print(f"driver SIGKILLs survived: {kills}, driver runs: {rounds}")
+
+    client, parents, children = children_of(db, "chaos")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == trials
+    assert len({r.data.tags["trial_id"] for r in children}) == trials
+    for run in children:
+        assert run.info.status in ("FINISHED", "FAILED")
+        logged = steps(client, run)
+        assert logged == list(range(1, len(logged) + 1)) and logged, logged
+    study = optuna_study(storage / "chaos")
+    assert len(study.trials) == trials
+    assert all(t.state.name in ("COMPLETE", "PRUNED", "FAIL") for t in study.trials)
+    state = json.loads(state_path(storage, "chaos").read_text())
+    live = [t for t in state["trials"].values() if t["status"] != "ORPHANED"]
+    assert len(live) == trials
+    trial_dirs = list((storage / "chaos").glob("trial_*"))
+    assert len(trial_dirs) == trials, sorted(p.name for p in trial_dirs)
+
+
+def test_damaged_state_gives_a_way_forward(tmp_path):
+    storage = tmp_path / "ray"
+    path = state_path(storage, "broken")
+    path.parent.mkdir(parents=True)
+    path.write_text('{"parent_run_id": "abc", "trials"')
+    Path(str(path) + ".prev").write_text('{"parent_run_id": "abc", "trials": {}}')
+    result = run_cli("--resume", "--experiment", "broken", "--storage", str(storage),
+                     cwd=tmp_path)
+    assert result.returncode == 2
+    line = result.stderr.strip()
+    assert "unreadable" in line and f"cp {path}.prev {path}" in line and "\n" not in line
+
+
+pytestmark = pytest.mark.filterwarnings("ignore")
