@@ -209,6 +209,11 @@ def run_search(args: argparse.Namespace) -> int:
             storage.mkdir(parents=True, exist_ok=True)
             exp_dir.mkdir(parents=True, exist_ok=False)
             state = start_tracking(args, space, tracking_uri, exp_dir, data_path, samples)
+        else:
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient(state.data["tracking_uri"]).update_run(state.data["parent_run_id"],
+                                                                status="RUNNING")
         return _search(args, space, info, state, exp_dir, data_path, concurrency, dashboard)
     finally:
         ray.shutdown()

@@ -114,6 +114,17 @@ def finish(args: argparse.Namespace, space: Space, state: ExperimentState, resul
         print(f"  failed: {row['trial']}: {str(reason).splitlines()[0][:160]}")
 
     parent = state.data["parent_run_id"]
+    open_trials = [r for r in state.trials.values() if r.get("status") == "RUNNING"]
+    if open_trials or len(rows) < int(state.data["settings"]["trials"]):
+        for record in open_trials:  # interrupted (Ctrl-C): no run is left RUNNING
+            client.set_terminated(record["run_id"], status="KILLED")
+            record["status"] = "KILLED"
+        state.save()
+        client.set_terminated(parent, status="KILLED")
+        print(f"search interrupted after {len(rows)} of {state.data['settings']['trials']} "
+              f"trials; continue it with: python launch.py --resume --experiment {args.experiment}"
+              f" --storage {args.storage}")
+        return 130
     summary: dict[str, Any] = {"trials": len(rows), "failed": len(failed),
                                "trial_epochs": trial_epochs}
     if not scored:

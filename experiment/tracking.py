@@ -176,7 +176,7 @@ class MlflowTracker(Callback):
         self._state = None
         changed = False
         for record in self.state.trials.values():
-            if record.get("status") != "RUNNING":
+            if record.get("status") not in ("RUNNING", "KILLED"):
                 continue
             history = self.client.get_metric_history(record["run_id"], self.metric)
             logged = max((m.step for m in history), default=0)

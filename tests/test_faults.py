@@ -180,6 +180,40 @@ def test_driver_killed_at_random_points_then_resumed(tmp_path):
     assert len(trial_dirs) == trials, sorted(p.name for p in trial_dirs)
 
 
+def test_ctrl_c_leaves_no_run_running_and_resume_finishes(tmp_path):
+    db = tmp_path / "mlflow.db"
+    storage = tmp_path / "ray"
+    args = ["--space", "resnet1d", "--trials", "3", "--max-epochs", "3", "--samples", "300",
+            "--scheduler", "fifo", "--experiment", "ctrlc", "--mlflow-uri", f"sqlite:///{db}",
+            "--storage", str(storage)]
+    driver = subprocess.Popen([sys.executable, str(REPO / "launch.py"), *args], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            path = state_path(storage, "ctrlc")
+            if path.exists() and any(t["last_step"] >= 1 for t in
+                                     json.loads(path.read_text())["trials"].values()):
+                break
+            time.sleep(0.2)
+        driver.send_signal(signal.SIGINT)
+        out, _ = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            kill_tree(driver.pid)
+    assert driver.returncode == 130, out[-2000:]
+    assert "--resume --experiment ctrlc" in out
+    client, parents, children = children_of(db, "ctrlc")
+    assert parents[0].info.status == "KILLED"
+    assert all(r.info.status != "RUNNING" for r in children)
+    result = run_cli("--resume", "--experiment", "ctrlc", "--storage", str(storage),
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, parents, children = children_of(db, "ctrlc")
+    assert parents[0].info.status == "FINISHED" and len(children) == 3
+    assert all(r.info.status == "FINISHED" for r in children)
+
+
 def test_damaged_state_gives_a_way_forward(tmp_path):
     storage = tmp_path / "ray"
     path = state_path(storage, "broken")
