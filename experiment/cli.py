@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GPUs per trial, fractions allowed (0)")
     p.add_argument("--concurrency", type=_positive_int, default=None,
                    help="trials at a time (default: as many as the resources allow)")
+    p.add_argument("--workers-per-trial", type=_positive_int, default=1,
+                   help="data-parallel (DDP) workers per trial via Ray Train (1)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="training precision: fp32, or bf16/fp16 mixed precision (fp32)")
     p.add_argument("--max-failures", type=int, default=1,
                    help="retries of a crashed trial from its last checkpoint (1)")
     p.add_argument("--address", default=None,
@@ -183,6 +187,11 @@ def resolve_mlflow_uri(uri: str | None) -> str:
     raise BadInput(f"--mlflow-uri {uri}: use sqlite:////abs/path.db or http://host:port")
 
 
+def is_uri(path: str | None) -> bool:
+    """True for ``scheme://...`` storage (cloud or shared filesystems served by pyarrow)."""
+    return bool(path) and "://" in str(path) and not str(path).startswith("file://")
+
+
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     """Parse and normalise flags; raises :class:`BadInput`."""
     args = build_parser().parse_args(list(argv))
@@ -200,8 +209,18 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     if args.experiment is not None and (not args.experiment.strip()
                                         or "/" in args.experiment or args.experiment in (".", "..")):
         raise BadInput(f"--experiment {args.experiment!r}: use a plain name without '/'")
-    storage = Path(args.storage or "ray_results")
-    args.storage = str(storage if storage.is_absolute() else Path.cwd() / storage)
+    args.storage_given = args.storage is not None
+    if is_uri(args.storage):
+        try:
+            import pyarrow.fs
+
+            pyarrow.fs.FileSystem.from_uri(args.storage)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types
+            raise BadInput(f"--storage {args.storage}: unusable URI ({exc}); use a shared "
+                           "folder or a URI such as s3://bucket/path") from None
+    else:
+        storage = Path(args.storage or "ray_results")
+        args.storage = str(storage if storage.is_absolute() else Path.cwd() / storage)
     args.data_option = dict(args.data_option)
     return args
 

@@ -20,14 +20,26 @@ from pathlib import Path
 from typing import Any
 
 from datasets import get_dataset
-from experiment.cli import BadInput, check_writable_dir, resolve_mlflow_uri
+from experiment.cli import BadInput, check_writable_dir, is_uri, resolve_mlflow_uri
 from experiment.tracking import ExperimentState, MlflowTracker, state_path
 from search_spaces import Space, get_space
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Settings stored with an experiment and taken from there on ``--resume``.
 STORED_SETTINGS = ("space", "trials", "max_epochs", "grace_epochs", "searcher", "scheduler",
-                   "seed", "data", "data_option", "samples")
+                   "seed", "data", "data_option", "samples", "workers_per_trial", "precision")
+
+
+#: CPU share of the Tune trial that drives a multi-worker (Ray Train) trial.
+DRIVER_CPU = 0.01
+#: Shipped to every node of a cluster joined with --address (the code trials import).
+RUNTIME_EXCLUDES = [".git", ".venv", "ray_results", "mlflow.db", "mlartifacts", "*.h5", "*.pt",
+                    "__pycache__", ".pytest_cache", ".ruff_cache"]
+
+
+def join(storage: str, name: str) -> str:
+    """``storage/name`` for a folder or a URI."""
+    return f"{storage.rstrip('/')}/{name}"
 
 
 def git_commit() -> str:
@@ -96,8 +108,11 @@ def init_ray(args: argparse.Namespace) -> str | None:
     common = dict(include_dashboard=True, logging_level=level, log_to_driver=args.verbose)
     if args.address:
         check_address(args.address)
+        # The code trials import must reach every node: ship this checkout as the job's
+        # working directory (packages themselves must be installed on the nodes).
+        runtime_env = {"working_dir": str(REPO_ROOT), "excludes": RUNTIME_EXCLUDES}
         try:
-            context = ray.init(address=args.address, **common)
+            context = ray.init(address=args.address, runtime_env=runtime_env, **common)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise BadInput(f"--address {args.address}: cannot join ({exc}); "
                            "check the cluster is running") from None
@@ -119,12 +134,26 @@ def check_resources(args: argparse.Namespace, trials: int) -> int:
     if args.gpus_per_trial > gpus:
         raise BadInput(f"--gpus-per-trial {args.gpus_per_trial:g}: the cluster has {gpus:g} GPUs;"
                        " lower it or join a cluster with GPUs (--address)")
-    if args.cpus_per_trial > node_cpus:
+    alive = [n for n in ray.nodes() if n["Alive"]]
+    if len(alive) > 1 and not args.storage_given:
+        raise BadInput(f"the cluster has {len(alive)} nodes: pass --storage on a filesystem "
+                       "every node sees (NFS path) or a cloud URI (s3://bucket/path)")
+    workers = args.workers_per_trial
+    per_worker_cpu = args.cpus_per_trial / workers
+    if workers == 1 and args.cpus_per_trial > node_cpus:
         raise BadInput(f"--cpus-per-trial {args.cpus_per_trial:g}: the largest node has "
                        f"{node_cpus:g} CPUs; lower it")
+    if workers > 1 and per_worker_cpu > node_cpus:
+        raise BadInput(f"--cpus-per-trial {args.cpus_per_trial:g} over {workers} workers needs "
+                       f"{per_worker_cpu:g} CPUs per worker; the largest node has {node_cpus:g}")
+    if workers > 1 and args.cpus_per_trial + DRIVER_CPU > cpus + 1e-9:
+        raise BadInput(f"--workers-per-trial {workers} with --cpus-per-trial "
+                       f"{args.cpus_per_trial:g} needs {args.cpus_per_trial + DRIVER_CPU:g} CPUs; "
+                       f"the cluster has {cpus:g}")
     limits = [trials]
     if args.cpus_per_trial > 0:
-        limits.append(int(cpus // args.cpus_per_trial + 1e-9))
+        needed = args.cpus_per_trial + (DRIVER_CPU if workers > 1 else 0.0)
+        limits.append(int(cpus // needed + 1e-9))
     if args.gpus_per_trial > 0:
         limits.append(int(gpus // args.gpus_per_trial + 1e-9))
     fit = max(1, min(limits))
@@ -149,19 +178,22 @@ def settings_of(args: argparse.Namespace, data_path: str, samples: int) -> dict[
     return {"space": args.space, "trials": args.trials, "max_epochs": args.max_epochs,
             "grace_epochs": args.grace_epochs, "searcher": args.searcher,
             "scheduler": args.scheduler, "seed": args.seed, "data": args.data,
-            "data_path": data_path,
+            "data_path": data_path, "workers_per_trial": args.workers_per_trial,
+            "precision": args.precision,
             "data_option": args.data_option, "samples": samples}
 
 
 def run_search(args: argparse.Namespace) -> int:
     """Run (or resume) one search; returns the exit code."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
-    storage = Path(args.storage)
-    check_writable_dir(storage, "--storage")
+    storage = args.storage
+    remote = is_uri(storage)
+    if not remote:
+        check_writable_dir(Path(storage), "--storage")
     tracking_uri = resolve_mlflow_uri(args.mlflow_uri)
     state: ExperimentState | None = None
     if args.resume:
-        exp_dir = storage / args.experiment
+        exp_dir = join(storage, args.experiment)
         state_file = state_path(storage, args.experiment)
         if not state_file.exists():
             raise BadInput(f"--resume: no experiment {args.experiment!r} in {storage}; "
@@ -175,7 +207,7 @@ def run_search(args: argparse.Namespace) -> int:
             raise BadInput(f"--resume: experiment {args.experiment!r} searches space "
                            f"{stored['space']!r}, not {args.space!r}; drop --space or fix it")
         for key in STORED_SETTINGS:
-            setattr(args, key, stored[key])
+            setattr(args, key, stored.get(key, getattr(args, key, None)))
         tracking_uri = state.data["tracking_uri"]
         space = get_space(args.space)
         spec = get_dataset(space.dataset)
@@ -187,8 +219,8 @@ def run_search(args: argparse.Namespace) -> int:
         spec = get_dataset(space.dataset)
         name = args.experiment or f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}"
         args.experiment = name
-        exp_dir = storage / name
-        if exp_dir.exists() or state_path(storage, name).exists():
+        exp_dir = join(storage, name)
+        if (not remote and Path(exp_dir).exists()) or state_path(storage, name).exists():
             raise BadInput(f"experiment {name!r} already exists in {storage}; continue it with "
                            "--resume or choose another --experiment")
         samples = args.samples or spec.default_samples
@@ -206,9 +238,9 @@ def run_search(args: argparse.Namespace) -> int:
             data_path = spec.prepare(None, samples, args.seed, args.data_option)
         info = spec.load(data_path, args.seed, args.data_option).info
         if state is None:
-            storage.mkdir(parents=True, exist_ok=True)
-            exp_dir.mkdir(parents=True, exist_ok=False)
-            state = start_tracking(args, space, tracking_uri, exp_dir, data_path, samples)
+            if not remote:
+                Path(exp_dir).mkdir(parents=True, exist_ok=False)
+            state = start_tracking(args, space, tracking_uri, data_path, samples)
         else:
             from mlflow.tracking import MlflowClient
 
@@ -219,7 +251,7 @@ def run_search(args: argparse.Namespace) -> int:
         ray.shutdown()
 
 
-def start_tracking(args: argparse.Namespace, space: Space, tracking_uri: str, exp_dir: Path,
+def start_tracking(args: argparse.Namespace, space: Space, tracking_uri: str,
                    data_path: str, samples: int) -> ExperimentState:
     """Create the MLflow experiment and parent run and the durable experiment state."""
     from mlflow.tracking import MlflowClient
@@ -234,7 +266,7 @@ def start_tracking(args: argparse.Namespace, space: Space, tracking_uri: str, ex
 
     client.log_batch(parent.info.run_id, params=[
         Param(k, str(v)[:6000]) for k, v in settings.items()])
-    state = ExperimentState(state_path(exp_dir.parent, args.experiment), {
+    state = ExperimentState(state_path(args.storage, args.experiment), {
         "parent_run_id": parent.info.run_id,
         "mlflow_experiment_id": experiment_id,
         "tracking_uri": tracking_uri,
@@ -252,16 +284,22 @@ def run_tags(args: argparse.Namespace, space: Space) -> dict[str, str]:
 
 
 def _search(args: argparse.Namespace, space: Space, info: Any, state: ExperimentState,
-            exp_dir: Path, data_path: str, concurrency: int, dashboard: str | None) -> int:
+            exp_dir: str, data_path: str, concurrency: int, dashboard: str | None) -> int:
     from ray import tune
 
     from experiment.searcher import PlatformOptunaSearch
     from experiment.summary import finish
     from trainables.trial import TrialContext, run_trial, trial_dirname
 
+    workers = args.workers_per_trial
     ctx = TrialContext(space=space.name, data_path=data_path, data_options=args.data_option,
-                       max_epochs=args.max_epochs, seed=args.seed)
-    resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}
+                       max_epochs=args.max_epochs, seed=args.seed, precision=args.precision,
+                       workers=workers, cpus_per_worker=args.cpus_per_trial / workers,
+                       gpus_per_worker=args.gpus_per_trial / workers,
+                       train_storage=join(args.storage, f"{args.experiment}_train"))
+    # A multi-worker trial's own process only drives Ray Train: its workers hold the resources.
+    resources = ({"cpu": DRIVER_CPU} if workers > 1
+                 else {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
     print(f"experiment {args.experiment}: space {space.name}, {args.trials} trials, "
           f"{concurrency} at a time, up to {args.max_epochs} epochs, searcher {args.searcher}, "
@@ -272,12 +310,12 @@ def _search(args: argparse.Namespace, space: Space, info: Any, state: Experiment
     print(f"MLflow: {state.data['tracking_uri']} (experiment {args.experiment!r})")
     sys.stdout.flush()
 
-    if args.resume and tune.Tuner.can_restore(str(exp_dir)):
+    if args.resume and tune.Tuner.can_restore(exp_dir):
         try:
-            tuner = tune.Tuner.restore(str(exp_dir), trainable=trainable,
+            tuner = tune.Tuner.restore(exp_dir, trainable=trainable,
                                        resume_unfinished=True, resume_errored=False)
         except Exception as exc:  # noqa: BLE001 - Ray raises many types for a damaged state
-            states = sorted(exp_dir.glob("experiment_state-*.json"))
+            states = sorted(Path(exp_dir).glob("experiment_state-*.json"))
             hint = (f"move {states[-1].name} aside to restore from the previous state"
                     if len(states) > 1 else "start a new --experiment")
             raise BadInput(f"--resume: Ray's experiment state in {exp_dir} is damaged "
@@ -290,6 +328,7 @@ def _search(args: argparse.Namespace, space: Space, info: Any, state: Experiment
             mode=space.mode,
             points_to_evaluate=[dict(space.seed_config)],
             sampler=make_sampler(args.searcher, args.seed),
+            max_epochs=args.max_epochs,
         )
         tracker = MlflowTracker(state.data["tracking_uri"], str(state.path), args.max_epochs,
                                 run_tags(args, space), space.metric)
@@ -302,12 +341,14 @@ def _search(args: argparse.Namespace, space: Space, info: Any, state: Experiment
                 mode=space.mode,
                 num_samples=args.trials,
                 max_concurrent_trials=concurrency,
-                reuse_actors=True,
+                # Reused actors skip per-trial start-up (~0.2 s vs seconds); a trial that
+                # drives Ray Train cannot be reset in place, and its start-up is Train's anyway.
+                reuse_actors=args.workers_per_trial == 1,
                 trial_dirname_creator=trial_dirname,
             ),
             run_config=tune.RunConfig(
                 name=args.experiment,
-                storage_path=str(exp_dir.parent),
+                storage_path=args.storage,
                 callbacks=[tracker],
                 checkpoint_config=tune.CheckpointConfig(
                     num_to_keep=2, checkpoint_score_attribute=space.metric,

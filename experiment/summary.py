@@ -64,6 +64,22 @@ def drop_orphans(client: Any, state: ExperimentState, known: set[str],
         state.save()
 
 
+def best_checkpoint_file(result: Any, metric: str, mode: str) -> Path | None:
+    """The checkpoint file of a trial's best epoch: Tune's checkpoint for single-process
+    trials, the Ray Train checkpoint (``checkpoint_path``) for multi-worker trials."""
+    if result.best_checkpoints:
+        return Path(result.get_best_checkpoint(metric, mode).path) / CHECKPOINT_FILE
+    if result.checkpoint is not None:
+        return Path(result.checkpoint.path) / CHECKPOINT_FILE
+    df = result.metrics_dataframe
+    if df is not None and "checkpoint_path" in df and metric in df:
+        rows = df.dropna(subset=["checkpoint_path", metric])
+        if len(rows):
+            best = rows[metric].idxmax() if mode == "max" else rows[metric].idxmin()
+            return Path(str(rows.loc[best, "checkpoint_path"])) / CHECKPOINT_FILE
+    return None
+
+
 def finish(args: argparse.Namespace, space: Space, state: ExperimentState, results: Any) -> int:
     """Print the summary, log it to the parent run, close the parent run; return exit code."""
     from mlflow.tracking import MlflowClient
@@ -147,9 +163,7 @@ def finish(args: argparse.Namespace, space: Space, state: ExperimentState, resul
     print("best configuration:")
     print(json.dumps(best["config"], indent=1, default=str))
 
-    checkpoint = best["result"].get_best_checkpoint(metric, space.mode) \
-        if best["result"].best_checkpoints else best["result"].checkpoint
-    checkpoint_file = Path(checkpoint.path) / CHECKPOINT_FILE if checkpoint else None
+    checkpoint_file = best_checkpoint_file(best["result"], metric, space.mode)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "best_config.json").write_text(json.dumps(
             {"space": space.name, "trial": best["trial"], metric: best["best"],

@@ -29,10 +29,17 @@ STATE_DIR = ".scitune"
 
 
 def state_path(storage: str | os.PathLike[str], experiment: str) -> Path:
-    """Where the durable state of ``experiment`` lives."""
-    return Path(storage) / STATE_DIR / experiment / "state.json"
+    """Where the durable state of ``experiment`` lives: beside Ray's results for a folder;
+    in ``~/.cache/scitune/state`` on the driver's machine for a cloud URI."""
+    storage = str(storage)
+    if "://" in storage and not storage.startswith("file://"):
+        slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in storage)
+        root = Path(os.path.expanduser("~")) / ".cache" / "scitune" / "state" / slug
+    else:
+        root = Path(storage.removeprefix("file://")) / STATE_DIR
+    return root / experiment / "state.json"
 SKIP_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint",
-                                     FAILURE_KEY}
+                                     "node_id", "checkpoint_path", FAILURE_KEY}
 
 
 def write_json_atomic(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
@@ -231,7 +238,8 @@ def failure_reason(trial: Any) -> str:
         text = trial.get_error() or ""
     except Exception:  # noqa: BLE001 - a missing error file must not break bookkeeping
         text = ""
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    lines = [line.strip() for line in str(text).splitlines()
+             if line.strip() and not line.startswith("Failure #")]
     for line in reversed(lines):
         if "Error" in line or "Exception" in line or "Diverged" in line:
             return line[:500]

@@ -9,6 +9,7 @@ optimizer, resume from a state, the NaN/inf guard and reporting live here once.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -61,12 +62,39 @@ def iterate_minibatches(indices: np.ndarray, batch_size: int,
 
 def gather(array: np.ndarray, idx: np.ndarray, device: torch.device,
            dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Rows ``idx`` of a (memory-mapped) array as a tensor on ``device``."""
+    """Rows ``idx`` of a (memory-mapped) array as a tensor on ``device`` (through pinned
+    memory and a non-blocking copy when the device is a GPU)."""
     block = np.asarray(array[idx])
     tensor = torch.from_numpy(block)
     if tensor.dtype != dtype:
         tensor = tensor.to(dtype)
-    return tensor.to(device, non_blocking=True)
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISION_KEY = "_precision"  # set by the loop from FitSettings; not a searched parameter
+SCALER_KEY = "_grad_scaler"
+
+
+def autocast(device: torch.device, cfg: Mapping[str, Any]):
+    """Mixed-precision context for ``cfg[PRECISION_KEY]`` (a no-op for fp32)."""
+    dtype = PRECISIONS[cfg.get(PRECISION_KEY, "fp32")]
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def step(loss: torch.Tensor, opt: torch.optim.Optimizer, cfg: Mapping[str, Any]) -> None:
+    """Backward pass and optimizer step (through a gradient scaler for fp16)."""
+    opt.zero_grad(set_to_none=True)
+    scaler = cfg.get(SCALER_KEY)
+    if scaler is None:
+        loss.backward()
+        opt.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
 
 
 class ClassifyKind:
@@ -89,13 +117,12 @@ class ClassifyKind:
             if background > 0:
                 shape = (len(idx),) + (1,) * (xb.dim() - 1)
                 xb = xb + torch.from_numpy(rng.uniform(0, background, shape)).to(xb)
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
+            with autocast(device, cfg):
+                logits = model(xb)
+                loss = F.cross_entropy(logits.float(), yb)
             if not torch.isfinite(loss):
                 raise TrialDiverged(f"training loss became {loss.item()}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            step(loss, opt, cfg)
             total_loss += loss.item() * len(idx)
             correct += (logits.argmax(-1) == yb).sum().item()
             seen += len(idx)
@@ -111,7 +138,8 @@ class ClassifyKind:
         for idx in iterate_minibatches(indices, max(int(cfg["batch_size"]), 256), None):
             xb = gather(x, idx, device)
             yb = gather(y, idx, device, torch.long)
-            logits = model(xb)
+            with autocast(device, cfg):
+                logits = model(xb).float()
             total_loss += F.cross_entropy(logits, yb, reduction="sum").item()
             top = logits.topk(min(3, logits.shape[-1]), dim=-1).indices
             top1 += (top[:, 0] == yb).sum().item()
@@ -151,26 +179,49 @@ class FitSettings:
     max_epochs: int
     seed: int = 0
     device: str = "cpu"
+    precision: str = "fp32"
+    #: (rank, world size) of a data-parallel worker: it trains on its shard of the train split
+    shard: tuple[int, int] | None = None
+
+
+def shard_splits(data: DataSplits, rank: int, world: int) -> DataSplits:
+    """The train split of worker ``rank`` of ``world``: equal sizes on every worker, so all
+    take the same number of steps (DDP hangs otherwise). Val/test stay whole."""
+    per_worker = len(data.train) // world
+    train = data.train[rank::world][:per_worker]
+    return dataclasses.replace(data, train=train)
 
 
 def fit(space: Any, config: Mapping[str, Any], data: DataSplits, settings: FitSettings,
-        report: ReportFn | None = None, state: Mapping[str, Any] | None = None) -> Metrics:
+        report: ReportFn | None = None, state: Mapping[str, Any] | None = None,
+        prepare_model: Callable[[nn.Module], nn.Module] | None = None) -> Metrics:
     """Train ``space``'s model with ``config`` for up to ``settings.max_epochs`` epochs.
 
     ``state`` (a previous checkpoint state) resumes after its epoch. ``report(metrics, state)``
     is called after every epoch with the epoch's metrics and the state to checkpoint.
-    Returns the metrics of the last epoch.
+    ``prepare_model`` wraps the model for data-parallel training (e.g. DDP); checkpoints
+    always hold the unwrapped model. Returns the metrics of the last epoch.
     """
     device = torch.device(settings.device)
     torch.manual_seed(settings.seed)
-    model = space.build(config, data.info).to(device)
-    opt = make_optimizer(model, config)
-    kind = KINDS[space.kind]
+    if settings.shard is not None:
+        data = shard_splits(data, *settings.shard)
+    core = space.build(config, data.info).to(device)
     start_epoch = 0
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        core.load_state_dict(state["model"])
         start_epoch = int(state["epoch"])
+    model = prepare_model(core) if prepare_model is not None else core
+    opt = make_optimizer(model, config)
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+    kind = KINDS[space.kind]
+    config = dict(config)
+    if settings.precision not in PRECISIONS:
+        raise ValueError(f"precision {settings.precision!r} not in {sorted(PRECISIONS)}")
+    config[PRECISION_KEY] = settings.precision
+    if settings.precision == "fp16":
+        config[SCALER_KEY] = torch.amp.GradScaler(device.type)
     metrics: Metrics = {}
     for epoch in range(start_epoch + 1, settings.max_epochs + 1):
         t0 = time.perf_counter()
@@ -183,6 +234,6 @@ def fit(space: Any, config: Mapping[str, Any], data: DataSplits, settings: FitSe
         metrics["epoch"] = epoch
         metrics["epoch_seconds"] = time.perf_counter() - t0
         if report is not None:
-            report(metrics, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+            report(metrics, {"model": core.state_dict(), "optimizer": opt.state_dict(),
                              "epoch": epoch})
     return metrics

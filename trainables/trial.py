@@ -34,6 +34,13 @@ class TrialContext:
     data_options: Mapping[str, str] = field(default_factory=dict)
     max_epochs: int = 10
     seed: int = 0
+    precision: str = "fp32"
+    #: data-parallel workers per trial (> 1: a Ray Train TorchTrainer, see trainables.distributed)
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    #: where multi-worker trials keep their Ray Train runs (checkpoints), one per trial
+    train_storage: str = ""
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -75,10 +82,20 @@ def trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
+def trial_device(gpus: float) -> str:
+    """``cuda`` when this process was given a GPU, else ``cpu``."""
+    return "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
+
+
 def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
-    """Ray Tune function trainable."""
+    """Ray Tune function trainable (one process; see trainables.distributed for N workers)."""
     from ray import tune
 
+    if ctx.workers > 1:
+        from trainables.distributed import run_distributed_trial
+
+        run_distributed_trial(config, ctx)
+        return
     space = get_space(ctx.space)
     data = load_data(ctx)
     state = None
@@ -87,12 +104,18 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         with checkpoint.as_directory() as directory:
             state = load_state(directory)
 
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
+
     def report(metrics: dict[str, float], new_state: dict[str, Any]) -> None:
+        metrics = {**metrics, "node_id": node_id}  # where the trial ran (kept out of MLflow)
         with tempfile.TemporaryDirectory() as directory:
             save_state(new_state, directory)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
-    settings = FitSettings(max_epochs=ctx.max_epochs, seed=ctx.seed)
+    settings = FitSettings(max_epochs=ctx.max_epochs, seed=ctx.seed,
+                           device=trial_device(ctx.gpus_per_worker), precision=ctx.precision)
     last_epoch = int(state["epoch"]) if state else 0
 
     def report_and_track(metrics: dict[str, float], new_state: dict[str, Any]) -> None:
