@@ -37,6 +37,23 @@ def tiny_data():
     return make
 
 
+def kill_tree(pid: int) -> None:
+    """SIGKILL a driver, then the Ray processes it started (by pid, nothing else)."""
+    import signal
+
+    import psutil
+
+    proc = psutil.Process(pid)
+    descendants = proc.children(recursive=True)
+    proc.send_signal(signal.SIGKILL)
+    for child in descendants:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs([proc, *descendants], timeout=30)
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run ``launch.py`` in a subprocess as a user would."""

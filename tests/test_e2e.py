@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
-import psutil
 from mlflow.tracking import MlflowClient
 
 from experiment.tracking import state_path
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, kill_tree, run_cli
 
 CHANCE_CRYSTAL_SYSTEM = 1 / 7
 
@@ -66,18 +64,6 @@ def test_search_end_to_end(tmp_path):
     assert {"lr", "n_stages", "stages/0/dim", "batch_size"} <= set(children[0].data.params)
 
 
-def _kill_tree(proc: psutil.Process) -> None:
-    """SIGKILL a driver and then the Ray processes it started (by pid, nothing else)."""
-    descendants = proc.children(recursive=True)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(30)
-    for child in descendants:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(descendants, timeout=30)
-
 
 def test_resume_after_driver_is_killed(tmp_path):
     db = tmp_path / "mlflow.db"
@@ -98,13 +84,13 @@ def test_resume_after_driver_is_killed(tmp_path):
                 done = [t for t in trials.values() if t["status"] == "FINISHED"]
                 if done and any(t["status"] == "RUNNING" and t["last_step"] >= 1
                                 for t in trials.values()):
-                    _kill_tree(psutil.Process(driver.pid))
+                    kill_tree(driver.pid)
                     killed = True
                     break
             time.sleep(0.2)
     finally:
         if driver.poll() is None and not killed:
-            _kill_tree(psutil.Process(driver.pid))
+            kill_tree(driver.pid)
     assert killed, "the driver finished before it could be killed; slow the search down"
     before = json.loads(state_file.read_text())["trials"]
     finished_before = {k: v["run_id"] for k, v in before.items() if v["status"] == "FINISHED"}

@@ -20,7 +20,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from experiment.tracking import state_path
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, kill_tree, run_cli
 
 PLUGIN_ENV = {"SCITUNE_PLUGINS": "faulty_space",
               "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "plugins"), str(REPO)])}
@@ -48,18 +48,6 @@ def optuna_study(experiment_dir: Path):
     searcher.restore_from_dir(str(experiment_dir))
     return searcher._ot_study
 
-
-def kill_tree(pid: int) -> None:
-    """SIGKILL a driver, then the Ray processes it started (by pid)."""
-    proc = psutil.Process(pid)
-    descendants = proc.children(recursive=True)
-    proc.send_signal(signal.SIGKILL)
-    for child in descendants:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs([proc, *descendants], timeout=30)
 
 
 def test_trial_faults_are_recorded_and_the_search_goes_on(tmp_path):

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
 from experiment.tracking import state_path
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, kill_tree, run_cli
 
 
 def children(db: Path, experiment: str):
@@ -60,17 +58,6 @@ def test_search_on_a_two_node_cluster_uses_both_nodes(two_node_cluster, tmp_path
     assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
 
 
-def _kill_tree(pid: int) -> None:
-    proc = psutil.Process(pid)
-    descendants = proc.children(recursive=True)
-    proc.send_signal(signal.SIGKILL)
-    for child in descendants:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs([proc, *descendants], timeout=30)
-
 
 def test_multi_worker_trial_trains_checkpoints_and_resumes(tmp_path):
     db = tmp_path / "mlflow.db"
@@ -91,7 +78,7 @@ def test_multi_worker_trial_trains_checkpoints_and_resumes(tmp_path):
         else:
             pytest.fail("the DDP trial reported no epoch in time")
     finally:
-        _kill_tree(driver.pid)
+        kill_tree(driver.pid)
     checkpoints = list((storage / "ddp_train").glob("train_*/checkpoint_*/checkpoint.pt"))
     assert checkpoints, "rank 0 must have written a checkpoint"
 

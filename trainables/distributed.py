@@ -16,15 +16,14 @@ import os
 import tempfile
 from typing import Any
 
-from trainables.loop import FitSettings, fit
+from trainables.loop import FitSettings
 from trainables.trial import (
-    FAILURE_KEY,
     TrialContext,
+    fit_or_fail,
     flatten,
     load_data,
     load_state,
     save_state,
-    terminal_failure,
 )
 
 
@@ -57,22 +56,8 @@ def worker_loop(payload: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     settings = FitSettings(max_epochs=ctx.max_epochs, seed=ctx.seed, device=str(device),
                            precision=ctx.precision, shard=(rank, world))
-    last_epoch = int(state["epoch"]) if state else 0
-
-    def tracked(metrics: dict[str, float], new_state: dict[str, Any]) -> None:
-        nonlocal last_epoch
-        report(metrics, new_state)
-        last_epoch = int(metrics["epoch"])
-
-    try:
-        fit(space, flatten(payload["config"]), data, settings, report=tracked, state=state,
-            prepare_model=ray.train.torch.prepare_model)
-    except Exception as exc:  # noqa: BLE001 - see trainables.trial.run_trial
-        reason = terminal_failure(exc)
-        if reason is None:
-            raise
-        ray.train.report({space.metric: float("nan"), "epoch": last_epoch + 1,
-                          FAILURE_KEY: reason})
+    fit_or_fail(space, flatten(payload["config"]), data, settings, report, state,
+                report_failure=ray.train.report, prepare_model=ray.train.torch.prepare_model)
 
 
 def run_distributed_trial(config: dict[str, Any], ctx: TrialContext) -> None:

@@ -215,6 +215,9 @@ def fit(space: Any, config: Mapping[str, Any], data: DataSplits, settings: FitSe
     opt = make_optimizer(model, config)
     if state is not None:
         opt.load_state_dict(state["optimizer"])
+    if space.kind not in KINDS:
+        raise ValueError(f"space {space.name!r}: no step functions for kind {space.kind!r} "
+                         f"(registered: {', '.join(sorted(KINDS))})")
     kind = KINDS[space.kind]
     config = dict(config)
     if settings.precision not in PRECISIONS:

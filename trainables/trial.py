@@ -116,23 +116,35 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
 
     settings = FitSettings(max_epochs=ctx.max_epochs, seed=ctx.seed,
                            device=trial_device(ctx.gpus_per_worker), precision=ctx.precision)
+    fit_or_fail(space, flatten(config), data, settings, report, state,
+                report_failure=tune.report)
+
+
+def fit_or_fail(space: Any, config: dict[str, Any], data: DataSplits, settings: FitSettings,
+                report: Any, state: dict[str, Any] | None, report_failure: Any,
+                prepare_model: Any = None) -> None:
+    """:func:`fit`, turning divergence and out-of-memory into a final failure report.
+
+    Divergence and out-of-memory are properties of the configuration: retrying cannot help,
+    so the trial ends at once with its reason (the objective NaN, ``failure_reason`` set) and
+    the searcher is told it failed. Any other exception propagates, so Ray retries the trial
+    from its last checkpoint (``--max-failures``)."""
     last_epoch = int(state["epoch"]) if state else 0
 
-    def report_and_track(metrics: dict[str, float], new_state: dict[str, Any]) -> None:
+    def tracked(metrics: dict[str, float], new_state: dict[str, Any]) -> None:
         nonlocal last_epoch
         report(metrics, new_state)
         last_epoch = int(metrics["epoch"])
 
     try:
-        fit(space, flatten(config), data, settings, report=report_and_track, state=state)
-    except Exception as exc:  # noqa: BLE001 - classified below; others propagate
+        fit(space, config, data, settings, report=tracked, state=state,
+            prepare_model=prepare_model)
+    except Exception as exc:  # noqa: BLE001 - classified by terminal_failure
         reason = terminal_failure(exc)
         if reason is None:
-            raise  # Ray retries it from the last checkpoint (--max-failures)
-        # Divergence and out-of-memory are properties of the configuration: retrying cannot
-        # help, so the trial ends now with its reason and the searcher is told it failed.
-        tune.report({space.metric: float("nan"), "epoch": last_epoch + 1,
-                     FAILURE_KEY: reason})
+            raise
+        report_failure({space.metric: float("nan"), "epoch": last_epoch + 1,
+                        FAILURE_KEY: reason})
 
 
 FAILURE_KEY = "failure_reason"
