@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from experiment.tracking import state_path
@@ -65,6 +66,7 @@ def test_search_end_to_end(tmp_path):
 
 
 
+@pytest.mark.slow  # the seeded random-kill test in test_faults.py covers this in the default run
 def test_resume_after_driver_is_killed(tmp_path):
     db = tmp_path / "mlflow.db"
     storage = tmp_path / "ray"

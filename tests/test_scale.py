@@ -92,4 +92,4 @@ def test_multi_worker_trial_trains_checkpoints_and_resumes(tmp_path):
     trial_dir = next((storage / "ddp").glob("trial_*"))
     epochs = [json.loads(x)["epoch"] for x in
               (trial_dir / "result.json").read_text().splitlines() if x.strip()]
-    assert epochs.count(1) == 1, epochs
+    assert epochs[-2:] == [2, 3] and epochs.count(1) <= 1, epochs  # epoch 1 never trained twice
