@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace-epochs", type=_positive_int, default=1,
                    help="epochs every trial runs before the scheduler may stop it (1)")
     p.add_argument("--searcher", choices=SEARCHERS, default="tpe", help="Optuna sampler (tpe)")
+    p.add_argument("--pruned-trials", choices=("pruned", "complete"), default="pruned",
+                   help="how trials the scheduler stopped early are told to Optuna: PRUNED with "
+                        "their per-epoch values (Optuna's semantics), or COMPLETE with their "
+                        "last value as Ray's OptunaSearch does (pruned)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default="asha",
                    help="early-stopping scheduler (asha)")
     p.add_argument("--data", default=None,
@@ -228,6 +232,10 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     argv = sys.argv[1:] if argv is None else argv
+    # Nothing leaves the machine unless the user asks: no usage reports from MLflow or Ray
+    # (they also cost start-up time, and CI and clusters often have no internet).
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     from datasets.base import DataError
     from search_spaces import UnknownSpaceError
 

@@ -13,7 +13,10 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -27,7 +30,8 @@ from search_spaces import Space, get_space
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Settings stored with an experiment and taken from there on ``--resume``.
 STORED_SETTINGS = ("space", "trials", "max_epochs", "grace_epochs", "searcher", "scheduler",
-                   "seed", "data", "data_option", "samples", "workers_per_trial", "precision")
+                   "seed", "data", "data_option", "samples", "workers_per_trial", "precision",
+                   "pruned_trials")
 
 
 #: CPU share of the Tune trial that drives a multi-worker (Ray Train) trial.
@@ -123,20 +127,44 @@ def init_ray(args: argparse.Namespace) -> str | None:
     return f"http://{url}" if url and not url.startswith("http") else url
 
 
-def check_resources(args: argparse.Namespace, trials: int) -> int:
-    """Check the request fits the cluster; return the number of concurrent trials."""
+@dataclass(frozen=True)
+class ClusterSnapshot:
+    """What the resource check needs to know about the cluster."""
+
+    cpus: float
+    gpus: float
+    largest_node_cpus: float
+    nodes: int
+
+
+def local_snapshot() -> ClusterSnapshot:
+    """The local Ray node this driver would start: every CPU, every visible CUDA device."""
+    import torch
+
+    cpus = float(os.cpu_count() or 1)
+    return ClusterSnapshot(cpus=cpus, gpus=float(torch.cuda.device_count()),
+                           largest_node_cpus=cpus, nodes=1)
+
+
+def cluster_snapshot() -> ClusterSnapshot:
+    """The running cluster Ray is connected to."""
     import ray
 
     total = ray.cluster_resources()
-    cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
-    node_cpus = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]),
-                    default=0.0)
+    alive = [n for n in ray.nodes() if n["Alive"]]
+    node_cpus = max((n["Resources"].get("CPU", 0.0) for n in alive), default=0.0)
+    return ClusterSnapshot(cpus=total.get("CPU", 0.0), gpus=total.get("GPU", 0.0),
+                           largest_node_cpus=node_cpus, nodes=len(alive))
+
+
+def check_resources(args: argparse.Namespace, trials: int, cluster: ClusterSnapshot) -> int:
+    """Check the request fits ``cluster``; return the number of concurrent trials."""
+    cpus, gpus, node_cpus = cluster.cpus, cluster.gpus, cluster.largest_node_cpus
     if args.gpus_per_trial > gpus:
         raise BadInput(f"--gpus-per-trial {args.gpus_per_trial:g}: the cluster has {gpus:g} GPUs;"
                        " lower it or join a cluster with GPUs (--address)")
-    alive = [n for n in ray.nodes() if n["Alive"]]
-    if len(alive) > 1 and not args.storage_given:
-        raise BadInput(f"the cluster has {len(alive)} nodes: pass --storage on a filesystem "
+    if cluster.nodes > 1 and not args.storage_given:
+        raise BadInput(f"the cluster has {cluster.nodes} nodes: pass --storage on a filesystem "
                        "every node sees (NFS path) or a cloud URI (s3://bucket/path)")
     workers = args.workers_per_trial
     per_worker_cpu = args.cpus_per_trial / workers
@@ -179,7 +207,7 @@ def settings_of(args: argparse.Namespace, data_path: str, samples: int) -> dict[
             "grace_epochs": args.grace_epochs, "searcher": args.searcher,
             "scheduler": args.scheduler, "seed": args.seed, "data": args.data,
             "data_path": data_path, "workers_per_trial": args.workers_per_trial,
-            "precision": args.precision,
+            "precision": args.precision, "pruned_trials": args.pruned_trials,
             "data_option": args.data_option, "samples": samples}
 
 
@@ -229,11 +257,9 @@ def run_search(args: argparse.Namespace) -> int:
         data_path = spec.prepare(args.data, samples, args.seed, args.data_option) \
             if args.data is not None else None
 
-    import ray
-
-    dashboard = init_ray(args)
-    try:
-        concurrency = check_resources(args, args.trials)
+    def prepare() -> tuple[Any, ExperimentState, str]:
+        """Data, experiment folder and MLflow runs (overlaps Ray's start in local mode)."""
+        nonlocal data_path, state
         if data_path is None:
             data_path = spec.prepare(None, samples, args.seed, args.data_option)
         info = spec.load(data_path, args.seed, args.data_option).info
@@ -246,6 +272,24 @@ def run_search(args: argparse.Namespace) -> int:
 
             MlflowClient(state.data["tracking_uri"]).update_run(state.data["parent_run_id"],
                                                                 status="RUNNING")
+        return info, state, data_path
+
+    import ray
+
+    try:
+        if args.address:
+            dashboard = init_ray(args)
+            concurrency = check_resources(args, args.trials, cluster_snapshot())
+            info, state, data_path = prepare()
+        else:
+            # The local node's resources are known before it starts, so the request is
+            # checked first and the data and MLflow set-up (seconds: a new SQLite store
+            # migrates its schema) run while Ray starts.
+            concurrency = check_resources(args, args.trials, local_snapshot())
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                prepared = pool.submit(prepare)
+                dashboard = init_ray(args)
+                info, state, data_path = prepared.result()
         return _search(args, space, info, state, exp_dir, data_path, concurrency, dashboard)
     finally:
         ray.shutdown()
@@ -329,6 +373,7 @@ def _search(args: argparse.Namespace, space: Space, info: Any, state: Experiment
             points_to_evaluate=[dict(space.seed_config)],
             sampler=make_sampler(args.searcher, args.seed),
             max_epochs=args.max_epochs,
+            tell_pruned=args.pruned_trials == "pruned",
         )
         tracker = MlflowTracker(state.data["tracking_uri"], str(state.path), args.max_epochs,
                                 run_tags(args, space), space.metric)
@@ -358,7 +403,16 @@ def _search(args: argparse.Namespace, space: Space, info: Any, state: Experiment
             ),
         )
     results = tuner.fit()
-    return finish(args, space, state, results)
+    # The summary needs only the results and MLflow: Ray's shutdown (a second or more of
+    # stopping processes) runs beside it.
+    import ray
+
+    stopping = threading.Thread(target=ray.shutdown, name="ray-shutdown")
+    stopping.start()
+    try:
+        return finish(args, space, state, results)
+    finally:
+        stopping.join()
 
 
 def _finite(value: Any) -> bool:

@@ -15,7 +15,9 @@ import contextlib
 import json
 import math
 import os
+import queue
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -107,7 +109,15 @@ def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
 
 
 class MlflowTracker(Callback):
-    """Tune callback that mirrors trials into MLflow child runs of one parent run."""
+    """Tune callback that mirrors trials into MLflow child runs of one parent run.
+
+    MLflow writes (milliseconds each on SQLite, more to a server) run on one writer thread in
+    the order Tune delivered the events, so Tune's event loop, and with it every trial
+    waiting for its next ``report`` to be taken, never waits on MLflow. Before Tune saves
+    its experiment state (``get_state``), the queue is drained: anything Ray's saved state
+    counts as done is already in MLflow, so a resumed search neither loses nor repeats an
+    epoch.
+    """
 
     def __init__(self, tracking_uri: str, state_path: str, max_epochs: int,
                  run_tags: dict[str, str], metric: str):
@@ -118,14 +128,56 @@ class MlflowTracker(Callback):
         self.run_tags = dict(run_tags)
         self._client = None
         self._state: ExperimentState | None = None
+        self._queue: queue.Queue | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_client"] = None
-        state["_state"] = None
+        state.update(_client=None, _state=None, _queue=None, _thread=None, _error=None)
         return state
 
-    # -- helpers ------------------------------------------------------------------------
+    # -- the writer thread --------------------------------------------------------------
+    def _submit(self, fn: Any, *args: Any) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"MLflow bookkeeping failed: {self._error}") from self._error
+        if self._thread is None or not self._thread.is_alive():
+            self._queue = queue.Queue()
+            self._thread = threading.Thread(target=self._drain, name="mlflow-writer",
+                                            daemon=True)
+            self._thread.start()
+        self._queue.put((fn, args))
+
+    def _drain(self) -> None:
+        assert self._queue is not None
+        while True:
+            fn, args = self._queue.get()
+            try:
+                if fn is None:
+                    return
+                if self._error is None:
+                    fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - reported on the next event/flush
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def flush(self) -> None:
+        """Wait until every queued MLflow write is done; raise if one failed."""
+        if self._queue is not None:
+            self._queue.join()
+        if self._error is not None:
+            raise RuntimeError(f"MLflow bookkeeping failed: {self._error}") from self._error
+
+    def close(self) -> None:
+        """Flush and stop the writer thread."""
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put((None, ()))
+            self._thread.join()
+        self._thread = None
+        self.flush()
+
+    # -- helpers (writer thread) --------------------------------------------------------
     @property
     def client(self):
         if self._client is None:
@@ -140,9 +192,9 @@ class MlflowTracker(Callback):
             self._state = ExperimentState.load(self.state_path)
         return self._state
 
-    def _run_for(self, trial: Any) -> dict[str, Any]:
-        """The child-run record of ``trial``, creating the MLflow run on first sight."""
-        record = self.state.trials.get(trial.trial_id)
+    def _run_for(self, trial_id: str, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        """The child-run record of a trial, creating the MLflow run on first sight."""
+        record = self.state.trials.get(trial_id)
         if record is not None:
             return record
         from mlflow.entities import Param
@@ -152,29 +204,68 @@ class MlflowTracker(Callback):
         tags = dict(self.run_tags)
         tags.update({
             "mlflow.parentRunId": self.state.data["parent_run_id"],
-            "mlflow.runName": str(trial),
-            "trial_id": trial.trial_id,
+            "mlflow.runName": name,
+            "trial_id": trial_id,
         })
         run = self.client.create_run(self.state.data["mlflow_experiment_id"], tags=tags)
-        params = [Param(k, str(v)[:6000]) for k, v in sorted(flatten(trial.config).items())]
+        params = [Param(k, str(v)[:6000]) for k, v in sorted(flatten(config).items())]
         for start in range(0, len(params), 100):
             self.client.log_batch(run.info.run_id, params=params[start : start + 100])
         record = {"run_id": run.info.run_id, "last_step": 0, "status": "RUNNING",
-                  "config": flatten(trial.config)}
-        self.state.trials[trial.trial_id] = record
+                  "config": flatten(config)}
+        self.state.trials[trial_id] = record
         self.state.save()
         return record
 
-    def _end(self, trial: Any, status: str, tags: dict[str, str]) -> None:
-        record = self._run_for(trial)
-        for key, value in tags.items():
-            self.client.set_tag(record["run_id"], key, value)
+    def _started(self, key: tuple) -> None:
+        record = self._run_for(*key)
+        if record["status"] != "RUNNING":
+            self.client.update_run(record["run_id"], status="RUNNING")
+            record["status"] = "RUNNING"
+            self.state.save()
+
+    def _result(self, key: tuple, result: dict[str, Any]) -> None:
+        from mlflow.entities import Metric
+
+        record = self._run_for(*key)
+        if FAILURE_KEY in result:
+            record[FAILURE_KEY] = str(result[FAILURE_KEY])
+            self.state.save()
+            return
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        if step <= record["last_step"]:
+            return  # replayed after a resume: already logged
+        now = int(time.time() * 1000)
+        values = numeric_metrics(result)
+        metrics = [Metric(k, v if math.isfinite(v) else float("nan"), now, step)
+                   for k, v in values.items()]
+        self.client.log_batch(record["run_id"], metrics=metrics)
+        record["last_step"] = step
+        record["last_metrics"] = values
+        self.state.save()
+
+    def _completed(self, key: tuple) -> None:
+        record = self._run_for(*key)
+        if record.get(FAILURE_KEY):
+            self._end(key, "FAILED", {FAILURE_KEY: record[FAILURE_KEY]})
+            return
+        stopped_early = record["last_step"] < self.max_epochs
+        self._end(key, "FINISHED", {"stopped_early": str(stopped_early).lower()})
+
+    def _end(self, key: tuple, status: str, tags: dict[str, str]) -> None:
+        record = self._run_for(*key)
+        for name, value in tags.items():
+            self.client.set_tag(record["run_id"], name, value)
         self.client.set_terminated(record["run_id"], status=status)
         record["status"] = status
         record.update(tags)
         self.state.save()
 
-    # -- Tune callback hooks ------------------------------------------------------------
+    @staticmethod
+    def _key(trial: Any) -> tuple[str, str, dict[str, Any]]:
+        return trial.trial_id, str(trial), dict(trial.config)
+
+    # -- Tune callback hooks (Tune's event loop: enqueue only) --------------------------
     def setup(self, **info: Any) -> None:
         """Re-read the state (the truth after a driver restart) and reconcile it with MLflow.
 
@@ -194,42 +285,25 @@ class MlflowTracker(Callback):
             self.state.save()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        record = self._run_for(trial)
-        if record["status"] != "RUNNING":
-            self.client.update_run(record["run_id"], status="RUNNING")
-            record["status"] = "RUNNING"
-            self.state.save()
+        self._submit(self._started, self._key(trial))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
-        from mlflow.entities import Metric
-
-        record = self._run_for(trial)
-        if FAILURE_KEY in result:
-            record[FAILURE_KEY] = str(result[FAILURE_KEY])
-            self.state.save()
-            return
-        step = int(result.get("epoch", result.get("training_iteration", 0)))
-        if step <= record["last_step"]:
-            return  # replayed after a resume: already logged
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, v if math.isfinite(v) else float("nan"), now, step)
-                   for k, v in numeric_metrics(result).items()]
-        self.client.log_batch(record["run_id"], metrics=metrics)
-        record["last_step"] = step
-        record["last_metrics"] = numeric_metrics(result)
-        self.state.save()
+        self._submit(self._result, self._key(trial), dict(result))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        record = self._run_for(trial)
-        if record.get(FAILURE_KEY):
-            self._end(trial, "FAILED", {FAILURE_KEY: record[FAILURE_KEY]})
-            return
-        stopped_early = record["last_step"] < self.max_epochs
-        self._end(trial, "FINISHED", {"stopped_early": str(stopped_early).lower()})
+        self._submit(self._completed, self._key(trial))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._end(trial, "FAILED", {FAILURE_KEY: failure_reason(trial)})
+        self._submit(self._end, self._key(trial), "FAILED", {FAILURE_KEY: failure_reason(trial)})
+
+    def get_state(self) -> None:
+        """Called as Tune saves its experiment state: drain the queue first (see class doc)."""
+        self.flush()
+        return None
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.close()
 
 
 def failure_reason(trial: Any) -> str:

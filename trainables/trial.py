@@ -161,3 +161,4 @@ def terminal_failure(exc: BaseException) -> str | None:
     if isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc):
         return f"out of memory: {str(exc).splitlines()[0][:200]}"
     return None
+
