@@ -37,9 +37,17 @@ class DataInfo:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
+#: ``transform(rows, config) -> rows``: turns rows read from a stored array into model input
+#: (channel selection, layout, normalisation); ``config`` is the trial's configuration.
+BatchTransform = Callable[[np.ndarray, Mapping[str, Any]], np.ndarray]
+
+
 @dataclass
 class DataSplits:
-    """Arrays (often memory-mapped) and the index arrays of the three splits."""
+    """Arrays (often memory-mapped) and the index arrays of the three splits.
+
+    ``transforms`` maps an array name to a :data:`BatchTransform` applied to every batch read
+    through :meth:`batch` (the stored bytes stay untouched and shared between trials)."""
 
     arrays: dict[str, np.ndarray]
     train: np.ndarray
@@ -47,6 +55,14 @@ class DataSplits:
     test: np.ndarray
     info: DataInfo
     source: str = ""
+    transforms: dict[str, BatchTransform] = field(default_factory=dict)
+
+    def batch(self, key: str, idx: np.ndarray, config: Mapping[str, Any] | None = None
+              ) -> np.ndarray:
+        """Rows ``idx`` (sorted) of ``arrays[key]`` as model input."""
+        rows = np.asarray(self.arrays[key][idx])
+        transform = self.transforms.get(key)
+        return rows if transform is None else transform(rows, config or {})
 
 
 @dataclass(frozen=True)

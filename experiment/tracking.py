@@ -297,6 +297,22 @@ class MlflowTracker(Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._submit(self._end, self._key(trial), "FAILED", {FAILURE_KEY: failure_reason(trial)})
 
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any,
+                      **info: Any) -> None:
+        """Figures a trial wrote beside its checkpoint become artifacts of its MLflow run,
+        under ``figures/epoch_NNN/`` (read now: Tune may delete old checkpoints later)."""
+        pictures = read_figures(checkpoint)
+        if pictures:
+            step = int((trial.last_result or {}).get("epoch", 0))
+            self._submit(self._log_figures, self._key(trial), step, pictures)
+
+    def _log_figures(self, key: tuple, step: int, pictures: dict[str, bytes]) -> None:
+        record = self._run_for(*key)
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, png in pictures.items():
+                Path(tmp, name).write_bytes(png)
+            self.client.log_artifacts(record["run_id"], tmp, artifact_path=f"figures/epoch_{step:03d}")
+
     def get_state(self) -> None:
         """Called as Tune saves its experiment state: drain the queue first (see class doc)."""
         self.flush()
@@ -304,6 +320,25 @@ class MlflowTracker(Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.close()
+
+
+def read_figures(checkpoint: Any) -> dict[str, bytes]:
+    """``figures/*.png`` of a Tune checkpoint (local folder or cloud storage)."""
+    from pyarrow import fs as pafs
+
+    from trainables.trial import FIGURES_DIR
+
+    try:
+        filesystem, folder = checkpoint.filesystem, f"{checkpoint.path}/{FIGURES_DIR}"
+        infos = filesystem.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+        out = {}
+        for info in infos:
+            if info.type == pafs.FileType.File and info.path.endswith(".png"):
+                with filesystem.open_input_stream(info.path) as stream:
+                    out[info.base_name] = stream.read()
+        return out
+    except OSError:  # pictures are a convenience: never fail a search over one
+        return {}
 
 
 def failure_reason(trial: Any) -> str:

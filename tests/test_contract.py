@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import optuna
 import pytest
 import torch
@@ -32,8 +33,10 @@ def sample_configs(space, info, n: int, seed: int = 0) -> list[dict]:
     return configs
 
 
-def model_input(info, batch: int = 3) -> torch.Tensor:
-    return torch.rand((batch, *info.input_shape))
+def model_input(data, config, batch: int = 3) -> torch.Tensor:
+    """Real rows of the validation split, through the data set's own batch transform."""
+    idx = np.sort(data.val[:batch])
+    return torch.from_numpy(np.asarray(data.batch("x", idx, config), dtype=np.float32))
 
 
 @pytest.mark.parametrize("name", SPACES)
@@ -53,10 +56,10 @@ def test_sampled_configs_build_and_run(name, tiny_data):
         model = space.build(config, data.info)
         model.eval()
         with torch.no_grad():
-            out = model(model_input(data.info))
+            out = model(model_input(data, config))
         assert torch.isfinite(out).all()
         if space.kind == "classify":
-            assert out.shape == (3, data.info.num_classes)
+            assert out.shape == (len(data.val[:3]), data.info.num_classes)
 
 
 @pytest.mark.parametrize("name", SPACES)
@@ -109,7 +112,7 @@ def test_one_epoch_reports_objective_and_checkpoint_round_trips(name, tiny_data,
     original = space.build(dict(space.seed_config), data.info)
     original.load_state_dict(state["model"])
     model.eval(), original.eval()
-    x = model_input(data.info)
+    x = model_input(data, dict(space.seed_config))
     with torch.no_grad():
         assert torch.equal(model(x), original(x))
 

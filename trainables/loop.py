@@ -60,12 +60,11 @@ def iterate_minibatches(indices: np.ndarray, batch_size: int,
         yield np.sort(order[start : start + batch_size])
 
 
-def gather(array: np.ndarray, idx: np.ndarray, device: torch.device,
-           dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Rows ``idx`` of a (memory-mapped) array as a tensor on ``device`` (through pinned
-    memory and a non-blocking copy when the device is a GPU)."""
-    block = np.asarray(array[idx])
-    tensor = torch.from_numpy(block)
+def to_device(block: np.ndarray, device: torch.device,
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A numpy batch as a tensor on ``device`` (through pinned memory and a non-blocking copy
+    when the device is a GPU)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(block))
     if tensor.dtype != dtype:
         tensor = tensor.to(dtype)
     if device.type == "cuda":
@@ -73,8 +72,41 @@ def gather(array: np.ndarray, idx: np.ndarray, device: torch.device,
     return tensor
 
 
+def gather(array: np.ndarray, idx: np.ndarray, device: torch.device,
+           dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Rows ``idx`` of a (memory-mapped) array as a tensor on ``device``."""
+    return to_device(np.asarray(array[idx]), device, dtype)
+
+
+def fetch(data: DataSplits, key: str, idx: np.ndarray, cfg: Mapping[str, Any],
+          device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Rows ``idx`` of ``data.arrays[key]`` through the data set's transform, on ``device``."""
+    return to_device(data.batch(key, idx, cfg), device, dtype)
+
+
+def random_flips(xb: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Flip each image of a (B, C, H, W) batch horizontally and/or vertically at random."""
+    flip_w = torch.from_numpy(rng.random(len(xb)) < 0.5).to(xb.device)
+    flip_h = torch.from_numpy(rng.random(len(xb)) < 0.5).to(xb.device)
+    xb = torch.where(flip_w[:, None, None, None], xb.flip(-1), xb)
+    return torch.where(flip_h[:, None, None, None], xb.flip(-2), xb)
+
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for the boolean ``positive`` (ties averaged)."""
+    from scipy.stats import rankdata
+
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 PRECISION_KEY = "_precision"  # set by the loop from FitSettings; not a searched parameter
+FIGURES_KEY = "figures"  # checkpoint state entry: {name: PNG bytes}, written beside the state
+LAST_EVAL_KEY = "_last_eval"  # a kind's own record of its last validation pass (for figures)
 SCALER_KEY = "_grad_scaler"
 
 
@@ -101,22 +133,28 @@ class ClassifyKind:
     """Cross-entropy classification of ``arrays['x']`` into ``arrays['y']``.
 
     Config keys used: ``batch_size``; ``background`` (optional): a uniform offset drawn from
-    U(0, background) is added to each training pattern, the seed's augmentation.
+    U(0, background) is added to each training pattern (seed 003's augmentation);
+    ``flip_augment`` (optional): random horizontal/vertical flips of image inputs (seed 000's).
+    ``info.extra['roc_pairs']`` (optional): ``(name, signal class, background class)`` triples;
+    each adds ``<split>_auc_<name>``, the ROC AUC of p(signal)/(p(signal)+p(background)) on
+    the events of those two classes. Figures: the confusion matrix and those ROC curves.
     """
 
     def train_epoch(self, model, data, opt, cfg, rng, device):
         model.train()
-        x, y = data.arrays["x"], data.arrays["y"]
         background = float(cfg.get("background", 0.0))
+        flips = bool(cfg.get("flip_augment", False))
         total_loss = correct = seen = 0.0
         for idx in iterate_minibatches(data.train, int(cfg["batch_size"]), rng):
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
-            xb = gather(x, idx, device)
-            yb = gather(y, idx, device, torch.long)
+            xb = fetch(data, "x", idx, cfg, device)
+            yb = fetch(data, "y", idx, cfg, device, torch.long)
             if background > 0:
                 shape = (len(idx),) + (1,) * (xb.dim() - 1)
                 xb = xb + torch.from_numpy(rng.uniform(0, background, shape)).to(xb)
+            if flips and xb.dim() == 4:
+                xb = random_flips(xb, rng)
             with autocast(device, cfg):
                 logits = model(xb)
                 loss = F.cross_entropy(logits.float(), yb)
@@ -130,23 +168,53 @@ class ClassifyKind:
         return {"train_loss": total_loss / seen, "train_top1": correct / seen}
 
     @torch.no_grad()
-    def evaluate(self, model, data, split, cfg, device):
+    def predict(self, model, data, indices, cfg, device) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities and true labels of ``indices``."""
         model.eval()
-        x, y = data.arrays["x"], data.arrays["y"]
-        indices = getattr(data, split)
-        total_loss = top1 = top3 = 0.0
+        probs, labels = [], []
         for idx in iterate_minibatches(indices, max(int(cfg["batch_size"]), 256), None):
-            xb = gather(x, idx, device)
-            yb = gather(y, idx, device, torch.long)
+            xb = fetch(data, "x", idx, cfg, device)
             with autocast(device, cfg):
                 logits = model(xb).float()
-            total_loss += F.cross_entropy(logits, yb, reduction="sum").item()
-            top = logits.topk(min(3, logits.shape[-1]), dim=-1).indices
-            top1 += (top[:, 0] == yb).sum().item()
-            top3 += (top == yb[:, None]).any(-1).sum().item()
-        n = max(len(indices), 1)
-        return {f"{split}_loss": total_loss / n, f"{split}_top1": top1 / n,
-                f"{split}_top3": top3 / n}
+            probs.append(torch.softmax(logits, -1).cpu().numpy())
+            labels.append(np.asarray(data.batch("y", idx, cfg), dtype=np.int64))
+        return np.concatenate(probs), np.concatenate(labels)
+
+    def evaluate(self, model, data, split, cfg, device):
+        indices = getattr(data, split)
+        probs, labels = self.predict(model, data, indices, cfg, device)
+        n = max(len(labels), 1)
+        picked = np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)
+        top = np.argsort(-probs, axis=1)[:, : min(3, probs.shape[1])]
+        metrics = {f"{split}_loss": float(-np.log(picked).sum() / n),
+                   f"{split}_top1": float((top[:, 0] == labels).sum() / n),
+                   f"{split}_top3": float((top == labels[:, None]).any(-1).sum() / n)}
+        curves = {}
+        for name, signal, background in data.info.extra.get("roc_pairs", ()):
+            mask = (labels == signal) | (labels == background)
+            score = probs[mask, signal] / np.clip(probs[mask, signal] + probs[mask, background],
+                                                  1e-12, None)
+            auc = roc_auc(score, labels[mask] == signal)
+            if math.isfinite(auc):  # both classes present
+                metrics[f"{split}_auc_{name}"] = auc
+                curves[name] = (score, labels[mask] == signal, auc)
+        if isinstance(cfg, dict) and split == "val":  # kept for figures() of this epoch
+            cfg[LAST_EVAL_KEY] = {"probs": probs, "labels": labels, "curves": curves}
+        return metrics
+
+    def figures(self, model, data, cfg, device) -> dict[str, bytes]:
+        """Confusion matrix (and ROC curves) of the last validation pass, as PNG bytes."""
+        from trainables import figures
+
+        last = cfg.get(LAST_EVAL_KEY)
+        if not last:
+            return {}
+        names = data.info.class_names or tuple(str(i) for i in range(data.info.num_classes))
+        out = {"confusion_matrix": figures.confusion_matrix_png(
+            last["labels"], last["probs"].argmax(1), names)}
+        if last["curves"]:
+            out["roc"] = figures.roc_png(last["curves"])
+        return out
 
 
 register_kind("classify", ClassifyKind())
@@ -182,6 +250,13 @@ class FitSettings:
     precision: str = "fp32"
     #: (rank, world size) of a data-parallel worker: it trains on its shard of the train split
     shard: tuple[int, int] | None = None
+    #: the kind's figures (PNG) go with the checkpoint of epoch 1, every ``figure_every``-th
+    #: epoch and the last epoch (0: never)
+    figure_every: int = 3
+
+    def figure_epoch(self, epoch: int) -> bool:
+        every = self.figure_every
+        return every > 0 and (epoch == 1 or epoch % every == 0 or epoch == self.max_epochs)
 
 
 def shard_splits(data: DataSplits, rank: int, world: int) -> DataSplits:
@@ -212,13 +287,14 @@ def fit(space: Any, config: Mapping[str, Any], data: DataSplits, settings: FitSe
         core.load_state_dict(state["model"])
         start_epoch = int(state["epoch"])
     model = prepare_model(core) if prepare_model is not None else core
-    opt = make_optimizer(model, config)
-    if state is not None:
-        opt.load_state_dict(state["optimizer"])
     if space.kind not in KINDS:
         raise ValueError(f"space {space.name!r}: no step functions for kind {space.kind!r} "
                          f"(registered: {', '.join(sorted(KINDS))})")
     kind = KINDS[space.kind]
+    # A kind with several networks (a GAN) builds its own optimizers (one state_dict).
+    opt = getattr(kind, "make_optimizer", make_optimizer)(model, config)
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
     config = dict(config)
     if settings.precision not in PRECISIONS:
         raise ValueError(f"precision {settings.precision!r} not in {sorted(PRECISIONS)}")
@@ -237,6 +313,10 @@ def fit(space: Any, config: Mapping[str, Any], data: DataSplits, settings: FitSe
         metrics["epoch"] = epoch
         metrics["epoch_seconds"] = time.perf_counter() - t0
         if report is not None:
-            report(metrics, {"model": core.state_dict(), "optimizer": opt.state_dict(),
-                             "epoch": epoch})
+            new_state = {"model": core.state_dict(), "optimizer": opt.state_dict(),
+                         "epoch": epoch}
+            if settings.figure_epoch(epoch) and hasattr(kind, "figures") and \
+                    (settings.shard is None or settings.shard[0] == 0):
+                new_state[FIGURES_KEY] = kind.figures(model, data, config, device)
+            report(metrics, new_state)
     return metrics

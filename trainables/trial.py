@@ -19,9 +19,10 @@ import torch
 from datasets import get_dataset
 from datasets.base import DataSplits
 from search_spaces import get_space
-from trainables.loop import FitSettings, fit
+from trainables.loop import FIGURES_KEY, FitSettings, fit
 
 CHECKPOINT_FILE = "checkpoint.pt"
+FIGURES_DIR = "figures"
 _DATA: dict[tuple, DataSplits] = {}
 
 
@@ -65,9 +66,19 @@ def load_data(ctx: TrialContext) -> DataSplits:
 
 
 def save_state(state: Mapping[str, Any], directory: str) -> str:
-    """Write a checkpoint state into ``directory``; return the file path."""
+    """Write a checkpoint state into ``directory``; return the file path.
+
+    Figures the loop attached (``figures``: name → PNG bytes) go beside it as
+    ``figures/<name>.png``, where the driver picks them up for MLflow."""
+    state = dict(state)
+    pictures = state.pop(FIGURES_KEY, None) or {}
+    if pictures:
+        os.makedirs(os.path.join(directory, FIGURES_DIR), exist_ok=True)
+        for name, png in pictures.items():
+            with open(os.path.join(directory, FIGURES_DIR, f"{name}.png"), "wb") as f:
+                f.write(png)
     path = os.path.join(directory, CHECKPOINT_FILE)
-    torch.save(dict(state), path)
+    torch.save(state, path)
     return path
 
 
