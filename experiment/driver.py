@@ -237,12 +237,14 @@ def run_search(args: argparse.Namespace) -> int:
         for key in STORED_SETTINGS:
             setattr(args, key, stored.get(key, getattr(args, key, None)))
         tracking_uri = state.data["tracking_uri"]
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # data sets that read earlier runs
         space = get_space(args.space)
         spec = get_dataset(space.dataset)
         data_path = spec.prepare(args.data, args.samples, args.seed, args.data_option)
         samples = args.samples
     else:
         args.space = args.space or "resnet1d"
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # data sets that read earlier runs
         space = get_space(args.space)
         spec = get_dataset(space.dataset)
         name = args.experiment or f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}"

@@ -229,3 +229,27 @@ def test_cli_search_logs_runs_and_pictures(tmp_path, space, metric, figure):
         assert math.isfinite(child.data.metrics[metric])
         pictures = [a.path for a in client.list_artifacts(child.info.run_id, "figures/epoch_001")]
         assert f"figures/epoch_001/{figure}" in pictures, pictures
+
+
+def test_cli_trains_on_an_independent_file_and_refuses_a_broken_one(tmp_path):
+    events = write_independent_file(tmp_path / "events.h5", n=60)
+    split = tmp_path / "split.npz"
+    np.savez(split, train_idxs=np.arange(0, 40), val_idxs=np.arange(40, 50),
+             test_idxs=np.arange(50, 60))
+    db = tmp_path / "mlflow.db"
+    common = ["--space", "resnet18", "--trials", "1", "--max-epochs", "1",
+              "--mlflow-uri", f"sqlite:///{db}", "--storage", str(tmp_path / "ray")]
+    result = run_cli(*common, "--data", str(events), "--data-option", f"splits={split}",
+                     "--experiment", "own-file", cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, _, children = runs_of(db, "own-file")
+    assert len(children) == 1 and children[0].info.status == "FINISHED"
+
+    broken = write_independent_file(tmp_path / "broken.h5", n=60,
+                                    event_data=np.zeros((60, 40, 40, 19), np.float32))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    refused = run_cli(*common, "--data", str(broken), "--experiment", "broken", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().count("\n") == 0 and "Traceback" not in refused.stderr
+    assert "38" in refused.stderr and "broken.h5" in refused.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

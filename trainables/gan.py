@@ -1,8 +1,9 @@
 """The ``gan`` task kind: adversarial training of a generator against a discriminator.
 
 Any space whose ``build`` returns a :class:`GanModule` uses it. Config keys: ``g_lr``,
-``d_lr``, ``beta1`` (Adam β1; ``beta2`` optional), ``g_opt``/``d_opt`` (adam|sgd|rmsprop,
-default adam), ``batch_size``, ``label_smoothing`` (real target 1 − s, default 0) and
+``d_lr``, ``beta1`` or ``beta`` (Adam β1; ``beta2`` optional), ``g_opt``/``d_opt``
+(adam|sgd|rmsprop, default adam), ``p`` (SGD momentum, default 0.9), ``batch_size``,
+``label_smoothing`` (real target 1 − s, default 0) and
 ``d_steps`` (discriminator updates per generator update, default 1). The discriminator ends in
 a sigmoid (as in the seeds), so the losses are binary cross-entropies on probabilities.
 
@@ -29,13 +30,22 @@ EVAL_SEED = 12345
 
 
 class GanModule(nn.Module):
-    """A generator and a discriminator; ``forward(x)`` is the discriminator's probability."""
+    """A generator and a discriminator; ``forward(x)`` is the discriminator's probability.
 
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, latent_shape: tuple[int, ...]):
+    ``tanh_output``: the data and the generator live in [-1, 1] (mapped to [0, 1] images for
+    the sample-quality score); otherwise they are compared as they are."""
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module,
+                 latent_shape: tuple[int, ...], tanh_output: bool = False):
         super().__init__()
         self.generator = generator
         self.discriminator = discriminator
         self.latent_shape = tuple(latent_shape)
+        self.tanh_output = tanh_output
+
+    def to_image(self, x: np.ndarray) -> np.ndarray:
+        """Model space → the images the score compares."""
+        return to_unit(x) if self.tanh_output else x
 
     def noise(self, n: int, device: torch.device, generator: torch.Generator | None = None):
         return torch.randn((n, *self.latent_shape), device=device, generator=generator)
@@ -45,6 +55,11 @@ class GanModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.discriminator(x)
+
+
+def to_unit(images: np.ndarray) -> np.ndarray:
+    """[-1, 1] model space → [0, 1] images."""
+    return np.clip((images + 1.0) / 2.0, 0.0, 1.0)
 
 
 class MultiOptimizer:
@@ -64,13 +79,14 @@ class MultiOptimizer:
             opt.load_state_dict(state[name])
 
 
-def build_optimizer(name: str, params: Any, lr: float, betas: tuple[float, float]):
-    """``adam`` (with ``betas``), ``sgd`` (momentum β1) or ``rmsprop``."""
+def build_optimizer(name: str, params: Any, lr: float, betas: tuple[float, float],
+                    momentum: float = 0.9):
+    """``adam`` (with ``betas``), ``sgd`` (with ``momentum``) or ``rmsprop``."""
     name = name.lower()
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, betas=betas)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=betas[0])
+        return torch.optim.SGD(params, lr=lr, momentum=momentum)
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr)
     raise ValueError(f"unknown optimizer {name!r}")
@@ -90,12 +106,13 @@ class GanKind:
     """Step functions of the ``gan`` kind (see the module docstring)."""
 
     def make_optimizer(self, model: GanModule, cfg: Mapping[str, Any]) -> MultiOptimizer:
-        betas = (float(cfg.get("beta1", 0.5)), float(cfg.get("beta2", 0.999)))
+        betas = (float(cfg.get("beta1", cfg.get("beta", 0.5))), float(cfg.get("beta2", 0.999)))
+        momentum = float(cfg.get("p", 0.9))
         return MultiOptimizer(
             g=build_optimizer(str(cfg.get("g_opt", "adam")), model.generator.parameters(),
-                              float(cfg["g_lr"]), betas),
+                              float(cfg["g_lr"]), betas, momentum),
             d=build_optimizer(str(cfg.get("d_opt", "adam")), model.discriminator.parameters(),
-                              float(cfg["d_lr"]), betas),
+                              float(cfg["d_lr"]), betas, momentum),
         )
 
     def train_epoch(self, model, data, opt, cfg, rng, device):
@@ -148,16 +165,16 @@ class GanKind:
         return data.batch("x", np.sort(indices), cfg)
 
     def evaluate(self, model, data, split, cfg, device):
-        real = self.real_samples(data, split, cfg, EVAL_SAMPLES)
-        fake = self.generate(model, len(real), device)
+        real = model.to_image(self.real_samples(data, split, cfg, EVAL_SAMPLES))
+        fake = model.to_image(self.generate(model, len(real), device))
         quality = sample_quality(fake, real, seed=EVAL_SEED)
         return {f"{split}_{k if k != 'score' else 'quality'}": v for k, v in quality.items()}
 
     def figures(self, model, data, cfg, device) -> dict[str, bytes]:
         from trainables.figures import image_grid_png
 
-        real = self.real_samples(data, "val", cfg, 8)
-        fake = self.generate(model, 8, device)
+        real = model.to_image(self.real_samples(data, "val", cfg, 8))
+        fake = model.to_image(self.generate(model, 8, device))
         collapse = (lambda a: a.sum(1)) if real.ndim == 4 else (lambda a: a)
         return {"samples": image_grid_png({"real": collapse(real), "generated": collapse(fake)},
                                           title="validation events vs generated (summed channels)")}

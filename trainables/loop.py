@@ -250,13 +250,13 @@ class FitSettings:
     precision: str = "fp32"
     #: (rank, world size) of a data-parallel worker: it trains on its shard of the train split
     shard: tuple[int, int] | None = None
-    #: the kind's figures (PNG) go with the checkpoint of epoch 1, every ``figure_every``-th
-    #: epoch and the last epoch (0: never)
+    #: the kind's figures (PNG) go with the checkpoint of every ``figure_every``-th epoch and
+    #: of the last epoch (0: never); each costs a fraction of a second to draw
     figure_every: int = 3
 
     def figure_epoch(self, epoch: int) -> bool:
         every = self.figure_every
-        return every > 0 and (epoch == 1 or epoch % every == 0 or epoch == self.max_epochs)
+        return every > 0 and (epoch % every == 0 or epoch == self.max_epochs)
 
 
 def shard_splits(data: DataSplits, rank: int, world: int) -> DataSplits:

@@ -1,0 +1,186 @@
+"""Auto-encoder codes of the particle images: the finite target set of the two-stage ``ewm``.
+
+Stage one is an ``ae`` model, from either
+
+- ``--data-option ae_experiment=NAME``: the best checkpoint of an earlier ``ae`` search, read
+  back from the parent run of MLflow experiment ``NAME`` in the same tracking store
+  (``best_config.json`` and ``best_checkpoint.pt``); or
+- by default, an ``ae`` trained on the spot with its seed configuration for ``ae_epochs``
+  epochs (default 10) on the training split, on the driver, before any trial starts.
+
+Every image is then encoded (in the model's [-1, 1] input space, as the seed's code-vector
+notebook did) and the codes are cached as ``codes`` (N, code size) beside the AE weights
+(``*.ae.pt``, loaded with ``weights_only=True``). Trials read the images (``datasets/larcv.py``)
+and the codes through memory maps, with the same train/val/test split; the EWM targets are
+the training codes, and the AE decoder turns generated codes into images for evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datasets import larcv, register
+from datasets.base import (
+    DataError,
+    DatasetSpec,
+    DataSplits,
+    atomic_h5,
+    cache_dir,
+    cache_key,
+    memmap_dataset,
+)
+
+VERSION = 1
+OPTIONS = {
+    **larcv.OPTIONS,
+    "ae_experiment": "MLflow experiment of a finished 'ae' search whose best checkpoint encodes "
+                     "the images (default: train an 'ae' with its seed configuration now)",
+    "ae_epochs": "epochs of the on-the-spot 'ae' (default 10)",
+}
+IMAGE_OPTIONS = ("size", "data_seed")
+
+
+def _image_options(options: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in options.items() if k in IMAGE_OPTIONS}
+
+
+def _ae_epochs(options: Mapping[str, str]) -> int:
+    try:
+        epochs = int(options.get("ae_epochs", 10))
+    except ValueError:
+        raise DataError("--data-option ae_epochs must be an integer") from None
+    if epochs < 1:
+        raise DataError("--data-option ae_epochs must be at least 1")
+    return epochs
+
+
+def autoencoder_from_experiment(experiment: str) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(config, model state, parent run id) of the best trial of a finished ``ae`` search."""
+    import mlflow
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    uri = mlflow.get_tracking_uri()
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise DataError(f"--data-option ae_experiment={experiment}: no such MLflow experiment in "
+                        f"{uri}; run an 'ae' search first or drop the option")
+    parents = [r for r in client.search_runs([found.experiment_id], max_results=1000)
+               if "mlflow.parentRunId" not in r.data.tags]
+    finished = [r for r in parents if r.info.status == "FINISHED"]
+    if not finished:
+        raise DataError(f"--data-option ae_experiment={experiment}: the experiment has no "
+                        "finished search; let it finish (or --resume it) first")
+    parent = max(finished, key=lambda r: r.info.end_time or 0)
+    if parent.data.tags.get("space") != "ae":
+        raise DataError(f"--data-option ae_experiment={experiment}: it searched space "
+                        f"{parent.data.tags.get('space')!r}, not 'ae'")
+    local = Path(client.download_artifacts(parent.info.run_id, "best_config.json"))
+    config = json.loads(local.read_text())["config"]
+    checkpoint = client.download_artifacts(parent.info.run_id, "best_checkpoint.pt")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
+    return config, state, parent.info.run_id
+
+
+def train_seed_autoencoder(images: DataSplits, epochs: int, seed: int):
+    """The ``ae`` space's seed configuration, trained now (progress on stderr)."""
+    import sys
+
+    from search_spaces import get_space
+    from trainables.loop import FitSettings, fit
+
+    space = get_space("ae")
+    config = dict(space.seed_config)
+    kept: dict[str, Any] = {}
+
+    def report(metrics: dict[str, float], state: dict[str, Any]) -> None:
+        print(f"  stage 1 (ae, seed configuration): epoch {int(metrics['epoch'])}/{epochs} "
+              f"val_recon_loss {metrics['val_recon_loss']:.4f}", file=sys.stderr, flush=True)
+        kept["state"] = state["model"]
+
+    fit(space, config, images, FitSettings(max_epochs=epochs, seed=seed, figure_every=0), report)
+    return config, kept["state"]
+
+
+def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str]) -> str:
+    """Images (validated/generated), then stage one, then the cached codes file."""
+    import torch
+
+    larcv.check_options(options, OPTIONS)
+    image_options = _image_options(options)
+    experiment = options.get("ae_experiment")
+    if experiment:  # checked before any file is made
+        config, state, source = autoencoder_from_experiment(experiment)
+    else:
+        _ae_epochs(options)
+    images_path = larcv.prepare(path, samples, seed, image_options)
+    stat = os.stat(images_path)
+    if experiment:
+        key = cache_key(v=VERSION, images=images_path, m=stat.st_mtime_ns, run=source)
+    else:
+        epochs = _ae_epochs(options)
+        key = cache_key(v=VERSION, images=images_path, m=stat.st_mtime_ns, epochs=epochs,
+                        seed=seed, opts=sorted(image_options.items()))
+        config = state = None
+        source = f"seed configuration, {epochs} epochs"
+    target = cache_dir() / f"ae-codes-{key}.h5"
+    weights = Path(str(target) + ".ae.pt")
+    if target.exists() and weights.exists():
+        return str(target)
+    data = larcv.load(images_path, seed, image_options)
+    if config is None:
+        config, state = train_seed_autoencoder(data, _ae_epochs(options), seed)
+    from search_spaces import get_space
+
+    model = get_space("ae").build(config, data.info)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise DataError(f"the 'ae' checkpoint does not fit these images ({str(exc)[:160]}); use "
+                        "an ae_experiment trained on the same --data and size") from None
+    model.eval()
+    everything = np.arange(data.arrays["x"].shape[0])
+    codes = []
+    with torch.no_grad():
+        for start in range(0, len(everything), 512):
+            x = torch.from_numpy(data.batch("x", everything[start : start + 512], config))
+            codes.append(model.encode(x).numpy().astype(np.float32))
+    torch.save(state, weights)
+    with atomic_h5(target) as f:
+        f.create_dataset("codes", data=np.concatenate(codes))
+        f.attrs["images"] = images_path
+        f.attrs["ae_config"] = json.dumps(config)
+        f.attrs["ae_source"] = source
+    return str(target)
+
+
+def load(path: str, seed: int, options: Mapping[str, str]) -> DataSplits:
+    """The images' splits with the codes added (``arrays['codes']``) and the AE described."""
+    import dataclasses
+
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        images_path = str(f.attrs["images"])
+        ae_config = json.loads(f.attrs["ae_config"])
+    data = larcv.load(images_path, seed, _image_options(options))
+    codes = memmap_dataset(path, "codes")
+    extra = dict(data.info.extra, ae_config=ae_config, ae_state_path=str(path) + ".ae.pt",
+                 targets=len(data.train), code_dim=int(codes.shape[1]))
+    info = dataclasses.replace(data.info, extra=extra)
+    return dataclasses.replace(data, arrays={**data.arrays, "codes": codes}, info=info,
+                               source=path)
+
+
+register(DatasetSpec(
+    name="ae_codes", prepare=prepare, load=load,
+    description="AE codes of particle images (targets of the two-stage ewm)",
+    options=OPTIONS, default_samples=larcv.DEFAULT_SAMPLES,
+))

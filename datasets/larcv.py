@@ -1,0 +1,198 @@
+"""Sparse particle images (seed 001): LArCV-like synthetic crops, user image files, 8×8 digits.
+
+HDF5 schema of a user file (contiguous, uncompressed datasets are memory-mapped):
+
+================  ==============  ===============================================
+dataset           shape           meaning
+================  ==============  ===============================================
+``images``        (N, H, W)       non-negative pixel values (charge), any float or int
+                  or (N, 1, H, W)
+``labels``        (N,)            optional integer topology / class per image
+================  ==============  ===============================================
+
+``--data digits`` selects scikit-learn's bundled 8×8 handwritten digits (1,797 images, no
+download), the real-data stand-in for the seed's MNIST proof of concept. With no ``--data``,
+synthetic LArCV-like crops (``datasets/larcv_physics.py``): tracks and showers, centred on the
+charge centroid, ≥ 1 % of pixels non-zero, ``--data-option size=32|64``.
+
+Model input, per batch: images divided by a fixed scale (the 99.5th percentile of non-zero
+training pixels; 16 for digits), clipped to [0, 1] and mapped to [-1, 1] as the seed's
+``Normalize([0.5], [0.5])`` did, shape (B, 1, H, W).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from datasets import register
+from datasets.base import (
+    DataError,
+    DataInfo,
+    DatasetSpec,
+    DataSplits,
+    atomic_h5,
+    cache_dir,
+    cache_key,
+    check_finite,
+    memmap_dataset,
+    open_h5,
+    require_dataset,
+    split_indices,
+)
+
+GENERATOR_VERSION = 1
+DEFAULT_SAMPLES = 4000
+DIGITS = "digits"
+SIZES = ("32", "64")
+STATS_IMAGES = 512
+OPTIONS = {
+    "size": "synthetic crop size in pixels: 32 (default) or 64",
+    "data_seed": "seed of the synthetic set and of the train/val/test split (default 0)",
+}
+
+
+def _data_seed(options: Mapping[str, str]) -> int:
+    try:
+        return int(options.get("data_seed", 0))
+    except ValueError:
+        raise DataError("--data-option data_seed must be an integer") from None
+
+
+def check_options(options: Mapping[str, str], known: Mapping[str, str] = OPTIONS) -> None:
+    unknown = set(options) - set(known)
+    if unknown:
+        raise DataError(f"unknown --data-option {', '.join(sorted(unknown))}; "
+                        f"known: {', '.join(known)}")
+    if options.get("size", "32") not in SIZES:
+        raise DataError(f"--data-option size={options['size']}: use 32 or 64")
+    _data_seed(options)
+
+
+def generate(samples: int, size: int, seed: int, path: os.PathLike[str] | str) -> None:
+    """Write synthetic LArCV-like crops (and their topology labels) atomically."""
+    from tqdm import tqdm
+
+    from datasets.larcv_physics import simulate_images
+
+    with tqdm(total=samples, desc=f"simulating {size}px LArCV-like images", unit="image") as bar:
+        images, labels = simulate_images(samples, size, seed, progress=bar.update)
+    with atomic_h5(path) as f:
+        f.create_dataset("images", data=images.astype(np.float32))
+        f.create_dataset("labels", data=labels.astype(np.int64))
+        f.attrs["generator"] = f"scitune larcv v{GENERATOR_VERSION}"
+
+
+def write_digits(path: os.PathLike[str] | str) -> None:
+    """scikit-learn's 8×8 digits (values 0-16) in the image schema."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    with atomic_h5(path) as f:
+        f.create_dataset("images", data=digits.images.astype(np.float32))
+        f.create_dataset("labels", data=digits.target.astype(np.int64))
+        f.attrs["scale"] = 16.0
+        f.attrs["source"] = "sklearn.datasets.load_digits"
+
+
+def validate(path: str) -> int:
+    """Check a user image file; return the number of images. Raises DataError."""
+    with open_h5(path) as f:
+        images = require_dataset(f, "images", path)
+        if images.ndim == 4 and images.shape[1] == 1:
+            shape = images.shape[2:]
+        elif images.ndim == 3:
+            shape = images.shape[1:]
+        else:
+            raise DataError(f"--data {path}: 'images' has shape {images.shape}; expected "
+                            "(N, H, W) or (N, 1, H, W)")
+        n = images.shape[0]
+        if n < 3:
+            raise DataError(f"--data {path}: {n} images; need at least 3 for train/val/test")
+        if min(shape) < 8:
+            raise DataError(f"--data {path}: images are {shape[0]}×{shape[1]}; need at least 8×8")
+        if "labels" in f:
+            labels = require_dataset(f, "labels", path, ndim=1, integer=True)
+            if labels.shape[0] != n:
+                raise DataError(f"--data {path}: 'images' has {n} rows but 'labels' has "
+                                f"{labels.shape[0]}; they must match")
+        check_finite(images, path, "images", chunk_rows=1024)
+        for start in range(0, n, 4096):
+            if np.asarray(images[start : start + 4096]).min() < 0:
+                raise DataError(f"--data {path}: 'images' holds negative values; store "
+                                "non-negative charge (subtract pedestals first)")
+        return n
+
+
+def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str]) -> str:
+    """Validate a user's file, write the digits set, or generate synthetic crops."""
+    check_options(options)
+    if path == DIGITS and not os.path.exists(DIGITS):
+        target = cache_dir() / "digits-8x8.h5"
+        if not target.exists():
+            write_digits(target)
+        return str(target)
+    if path is None:
+        if samples < 30:
+            raise DataError("--samples must be at least 30 for larcv")
+        size = int(options.get("size", "32"))
+        data_seed = _data_seed(options)
+        key = cache_key(v=GENERATOR_VERSION, n=samples, size=size, seed=data_seed)
+        target = cache_dir() / f"larcv{size}-{samples}-{key}.h5"
+        if not target.exists():
+            generate(samples, size, data_seed, target)
+        return str(target)
+    if not os.path.exists(path):
+        raise DataError(f"--data {path}: no such file; check the path (or --data digits)")
+    validate(path)
+    return os.path.abspath(path)
+
+
+class ImageTransform:
+    """Stored rows → (B, 1, H, W) float32 in [-1, 1] (see the module doc)."""
+
+    def __init__(self, scale: float):
+        self.scale = scale
+
+    def __call__(self, rows: np.ndarray, config: Mapping[str, Any]) -> np.ndarray:
+        x = np.clip(rows.astype(np.float32) / self.scale, 0.0, 1.0) * 2.0 - 1.0
+        if x.ndim == 3:
+            x = x[:, None]
+        return np.ascontiguousarray(x)
+
+
+def image_scale(images: np.ndarray, train: np.ndarray, stored: float | None) -> float:
+    """The fixed divisor that maps charge to [0, 1]."""
+    if stored:
+        return float(stored)
+    sample = np.asarray(images[np.sort(train[:STATS_IMAGES])], dtype=np.float64)
+    lit = sample[sample > 0]
+    return float(np.percentile(lit, 99.5)) if lit.size else 1.0
+
+
+def load(path: str, seed: int, options: Mapping[str, str]) -> DataSplits:
+    """Memory-map the images; seeded split; per-batch scaling to [-1, 1]."""
+    import h5py
+
+    images = memmap_dataset(path, "images")
+    with h5py.File(path, "r") as f:
+        stored_scale = f.attrs.get("scale")
+        labels = np.asarray(f["labels"][()], dtype=np.int64) if "labels" in f \
+            else np.zeros(images.shape[0], dtype=np.int64)
+    train, val, test = split_indices(images.shape[0], _data_seed(options))
+    scale = image_scale(images, train, stored_scale)
+    height, width = images.shape[-2:]
+    info = DataInfo(input_shape=(1, height, width), num_classes=int(labels.max()) + 1,
+                    extra={"scale": scale})
+    return DataSplits({"x": images, "y": labels}, train, val, test, info, source=path,
+                      transforms={"x": ImageTransform(scale)})
+
+
+register(DatasetSpec(
+    name="larcv", prepare=prepare, load=load,
+    description="sparse particle images: LArCV-like tracks/showers (default) or --data digits",
+    options=OPTIONS, default_samples=DEFAULT_SAMPLES,
+))
