@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="retries of a crashed trial from its last checkpoint (1)")
     p.add_argument("--address", default=None,
                    help="join a running Ray cluster (e.g. 10.0.0.1:6379 or auto)")
-    p.add_argument("--verbose", action="store_true", help="Ray's full progress tables")
+    p.add_argument("--verbose", action="store_true",
+                   help="Ray's log and full trial tables (default: one progress line)")
     p.add_argument("--list-spaces", action="store_true", help="list registered spaces and exit")
     p.add_argument("--show-space", metavar="NAME", default=None,
                    help="print a space, its seed configuration and data options, and exit")
@@ -113,10 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
 def list_spaces() -> str:
     from search_spaces import registry
 
-    lines = [f"{'space':<14} {'kind':<10} {'dataset':<10} objective   description"]
+    objectives = {name: f"{s.metric} ({s.mode})" for name, s in registry().items()}
+    width = max(len(o) for o in objectives.values())
+    lines = [f"{'space':<14} {'kind':<10} {'dataset':<10} {'objective':<{width}}  description"]
     for name, space in registry().items():
         lines.append(f"{name:<14} {space.kind:<10} {space.dataset:<10} "
-                     f"{space.metric} ({space.mode})  {space.description}")
+                     f"{objectives[name]:<{width}}  {space.description}")
     return "\n".join(lines)
 
 

@@ -333,6 +333,7 @@ def _search(args: argparse.Namespace, space: Space, info: Any, state: Experiment
             exp_dir: str, data_path: str, concurrency: int, dashboard: str | None) -> int:
     from ray import tune
 
+    from experiment.progress import ProgressLine
     from experiment.searcher import PlatformOptunaSearch
     from experiment.summary import finish
     from trainables.trial import TrialContext, run_trial, trial_dirname
@@ -396,12 +397,14 @@ def _search(args: argparse.Namespace, space: Space, info: Any, state: Experiment
             run_config=tune.RunConfig(
                 name=args.experiment,
                 storage_path=args.storage,
-                callbacks=[tracker],
+                # --verbose: Ray's own tables; otherwise one progress line
+                callbacks=[tracker] + ([] if args.verbose else [ProgressLine(
+                    args.trials, space.metric, space.mode, args.max_epochs)]),
                 checkpoint_config=tune.CheckpointConfig(
                     num_to_keep=2, checkpoint_score_attribute=space.metric,
                     checkpoint_score_order=space.mode),
                 failure_config=tune.FailureConfig(max_failures=args.max_failures),
-                verbose=2 if args.verbose else 1,
+                verbose=2 if args.verbose else 0,
             ),
         )
     results = tuner.fit()

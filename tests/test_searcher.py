@@ -38,3 +38,20 @@ def test_pruning_semantics_can_be_switched_off():
     searcher.on_trial_result("stopped", {"acc": 0.1, "epoch": 1, "training_iteration": 1})
     searcher.on_trial_complete("stopped", {"acc": 0.1, "epoch": 1, "training_iteration": 1})
     assert searcher._ot_study.trials[0].state.name == "COMPLETE"
+
+
+def test_progress_line_counts_and_estimates():
+    from types import SimpleNamespace
+
+    from experiment.progress import ProgressLine
+
+    progress = ProgressLine(total=4, metric="val_top1", mode="max", max_epochs=3, every=1e9)
+    progress.start -= 60  # a minute in
+    trial = SimpleNamespace(trial_id="a1", status="RUNNING", last_result={"epoch": 1})
+    progress.on_trial_result(0, [trial], trial, {"val_top1": 0.25})
+    progress.on_trial_result(0, [trial], trial, {"val_top1": 0.2})
+    progress.on_trial_complete(0, [trial], trial)  # stopped after 1 of 3 epochs
+    line = progress.line(running=1)
+    assert "trials 1/4 done (1 stopped early), 1 running" in line
+    assert "best val_top1 0.25 (trial_a1)" in line
+    assert "~3m" in line  # 60 s per trial, 3 to go
