@@ -31,6 +31,7 @@ from datasets.base import (
     DatasetSpec,
     DataSplits,
     atomic_h5,
+    best_of_search,
     cache_dir,
     cache_key,
     memmap_dataset,
@@ -58,35 +59,6 @@ def _ae_epochs(options: Mapping[str, str]) -> int:
     if epochs < 1:
         raise DataError("--data-option ae_epochs must be at least 1")
     return epochs
-
-
-def autoencoder_from_experiment(experiment: str) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """(config, model state, parent run id) of the best trial of a finished ``ae`` search."""
-    import mlflow
-    import torch
-    from mlflow.tracking import MlflowClient
-
-    uri = mlflow.get_tracking_uri()
-    client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise DataError(f"--data-option ae_experiment={experiment}: no such MLflow experiment in "
-                        f"{uri}; run an 'ae' search first or drop the option")
-    parents = [r for r in client.search_runs([found.experiment_id], max_results=1000)
-               if "mlflow.parentRunId" not in r.data.tags]
-    finished = [r for r in parents if r.info.status == "FINISHED"]
-    if not finished:
-        raise DataError(f"--data-option ae_experiment={experiment}: the experiment has no "
-                        "finished search; let it finish (or --resume it) first")
-    parent = max(finished, key=lambda r: r.info.end_time or 0)
-    if parent.data.tags.get("space") != "ae":
-        raise DataError(f"--data-option ae_experiment={experiment}: it searched space "
-                        f"{parent.data.tags.get('space')!r}, not 'ae'")
-    local = Path(client.download_artifacts(parent.info.run_id, "best_config.json"))
-    config = json.loads(local.read_text())["config"]
-    checkpoint = client.download_artifacts(parent.info.run_id, "best_checkpoint.pt")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
-    return config, state, parent.info.run_id
 
 
 def train_seed_autoencoder(images: DataSplits, epochs: int, seed: int):
@@ -117,7 +89,7 @@ def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str
     image_options = _image_options(options)
     experiment = options.get("ae_experiment")
     if experiment:  # checked before any file is made
-        config, state, source = autoencoder_from_experiment(experiment)
+        config, state, source = best_of_search(experiment, "ae", "ae_experiment")
     else:
         _ae_epochs(options)
     images_path = larcv.prepare(path, samples, seed, image_options)

@@ -218,3 +218,35 @@ def memmap_dataset(path: str, key: str) -> np.ndarray:
         if ds.chunks is None and ds.compression is None and offset is not None:
             return np.memmap(path, dtype=ds.dtype, mode="r", offset=offset, shape=ds.shape)
         return ds[()]
+
+
+def best_of_search(experiment: str, space: str, option: str
+                   ) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(config, model state, parent run id) of the best trial of a finished search of
+    ``space`` in MLflow experiment ``experiment`` (the tracking store of this search), for
+    data sets that build on an earlier search (``--data-option {option}=NAME``)."""
+    import mlflow
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    uri = mlflow.get_tracking_uri()
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise DataError(f"--data-option {option}={experiment}: no such MLflow "
+                        f"experiment in {uri}; run a '{space}' search first or drop the option")
+    parents = [r for r in client.search_runs([found.experiment_id], max_results=1000)
+               if "mlflow.parentRunId" not in r.data.tags]
+    finished = [r for r in parents if r.info.status == "FINISHED"]
+    if not finished:
+        raise DataError(f"--data-option {option}={experiment}: the experiment has no "
+                        "finished search; let it finish (or --resume it) first")
+    parent = max(finished, key=lambda r: r.info.end_time or 0)
+    if parent.data.tags.get("space") != space:
+        raise DataError(f"--data-option {option}={experiment}: it searched space "
+                        f"{parent.data.tags.get('space')!r}, not '{space}'")
+    local = Path(client.download_artifacts(parent.info.run_id, "best_config.json"))
+    config = json.loads(local.read_text())["config"]
+    checkpoint = client.download_artifacts(parent.info.run_id, "best_checkpoint.pt")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
+    return config, state, parent.info.run_id

@@ -243,6 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from search_spaces import UnknownSpaceError
 
     try:
+        if argv and argv[0] == "blackout":
+            from experiment.blackout import run as blackout
+
+            return blackout(list(argv[1:]))
         args = parse(argv)
         if args.list_spaces:
             print(list_spaces())

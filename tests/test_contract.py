@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from search_spaces import registry
-from trainables.loop import FitSettings, fit
+from trainables.loop import FitSettings, fit, input_keys
 from trainables.trial import load_state, save_state
 
 SPACES = sorted(registry())
@@ -33,10 +33,12 @@ def sample_configs(space, info, n: int, seed: int = 0) -> list[dict]:
     return configs
 
 
-def model_input(data, config, batch: int = 3) -> torch.Tensor:
-    """Real rows of the validation split, through the data set's own batch transform."""
+def model_input(data, config, model, batch: int = 3) -> list[torch.Tensor]:
+    """Real rows of the validation split, through the data set's own batch transform, for
+    each array the model takes (``input_keys``)."""
     idx = np.sort(data.val[:batch])
-    return torch.from_numpy(np.asarray(data.batch("x", idx, config), dtype=np.float32))
+    return [torch.from_numpy(np.asarray(data.batch(key, idx, config), dtype=np.float32))
+            for key in input_keys(model)]
 
 
 @pytest.mark.parametrize("name", SPACES)
@@ -56,7 +58,7 @@ def test_sampled_configs_build_and_run(name, tiny_data):
         model = space.build(config, data.info)
         model.eval()
         with torch.no_grad():
-            out = model(model_input(data, config))
+            out = model(*model_input(data, config, model))
         assert torch.isfinite(out).all()
         if space.kind == "classify":
             assert out.shape == (len(data.val[:3]), data.info.num_classes)
@@ -112,9 +114,9 @@ def test_one_epoch_reports_objective_and_checkpoint_round_trips(name, tiny_data,
     original = space.build(dict(space.seed_config), data.info)
     original.load_state_dict(state["model"])
     model.eval(), original.eval()
-    x = model_input(data, dict(space.seed_config))
+    x = model_input(data, dict(space.seed_config), model)
     with torch.no_grad():
-        assert torch.equal(model(x), original(x))
+        assert torch.equal(model(*x), original(*x))
 
     resumed = []
     fit(space, dict(space.seed_config), data, FitSettings(max_epochs=2, seed=0),

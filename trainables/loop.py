@@ -92,6 +92,11 @@ def random_flips(xb: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     return torch.where(flip_h[:, None, None, None], xb.flip(-2), xb)
 
 
+def input_keys(model: nn.Module) -> tuple[str, ...]:
+    """The data arrays a model takes as arguments (``input_keys``; default ``("x",)``)."""
+    return tuple(getattr(getattr(model, "module", model), "input_keys", ("x",)))
+
+
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
     """Area under the ROC curve of ``scores`` for the boolean ``positive`` (ties averaged)."""
     from scipy.stats import rankdata
@@ -134,7 +139,10 @@ class ClassifyKind:
 
     Config keys used: ``batch_size``; ``background`` (optional): a uniform offset drawn from
     U(0, background) is added to each training pattern (seed 003's augmentation);
-    ``flip_augment`` (optional): random horizontal/vertical flips of image inputs (seed 000's).
+    ``flip_augment`` (optional): random horizontal/vertical flips of image inputs (seed 000's);
+    ``l1`` (optional): weight of an L1 penalty on the weights (seed 004's regulariser).
+    A model with ``input_keys`` (e.g. ``("x", "phen")``) receives those arrays as arguments.
+    Two classes add ``<split>_auc`` (ROC AUC of class 1).
     ``info.extra['roc_pairs']`` (optional): ``(name, signal class, background class)`` triples;
     each adds ``<split>_auc_<name>``, the ROC AUC of p(signal)/(p(signal)+p(background)) on
     the events of those two classes. Figures: the confusion matrix and those ROC curves.
@@ -144,11 +152,14 @@ class ClassifyKind:
         model.train()
         background = float(cfg.get("background", 0.0))
         flips = bool(cfg.get("flip_augment", False))
+        l1 = float(cfg.get("l1", 0.0))
+        keys = input_keys(model)
         total_loss = correct = seen = 0.0
         for idx in iterate_minibatches(data.train, int(cfg["batch_size"]), rng):
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
-            xb = fetch(data, "x", idx, cfg, device)
+            inputs = [fetch(data, key, idx, cfg, device) for key in keys]
+            xb = inputs[0]
             yb = fetch(data, "y", idx, cfg, device, torch.long)
             if background > 0:
                 shape = (len(idx),) + (1,) * (xb.dim() - 1)
@@ -156,8 +167,10 @@ class ClassifyKind:
             if flips and xb.dim() == 4:
                 xb = random_flips(xb, rng)
             with autocast(device, cfg):
-                logits = model(xb)
+                logits = model(xb, *inputs[1:])
                 loss = F.cross_entropy(logits.float(), yb)
+                if l1 > 0:
+                    loss = loss + l1 * sum(p.abs().sum() for p in model.parameters() if p.dim() > 1)
             if not torch.isfinite(loss):
                 raise TrialDiverged(f"training loss became {loss.item()}")
             step(loss, opt, cfg)
@@ -172,10 +185,11 @@ class ClassifyKind:
         """Class probabilities and true labels of ``indices``."""
         model.eval()
         probs, labels = [], []
+        keys = input_keys(model)
         for idx in iterate_minibatches(indices, max(int(cfg["batch_size"]), 256), None):
-            xb = fetch(data, "x", idx, cfg, device)
+            inputs = [fetch(data, key, idx, cfg, device) for key in keys]
             with autocast(device, cfg):
-                logits = model(xb).float()
+                logits = model(*inputs).float()
             probs.append(torch.softmax(logits, -1).cpu().numpy())
             labels.append(np.asarray(data.batch("y", idx, cfg), dtype=np.int64))
         return np.concatenate(probs), np.concatenate(labels)
@@ -190,6 +204,11 @@ class ClassifyKind:
                    f"{split}_top1": float((top[:, 0] == labels).sum() / n),
                    f"{split}_top3": float((top == labels[:, None]).any(-1).sum() / n)}
         curves = {}
+        if probs.shape[1] == 2:
+            auc = roc_auc(probs[:, 1], labels == 1)
+            if math.isfinite(auc):
+                metrics[f"{split}_auc"] = auc
+                curves["class_1"] = (probs[:, 1], labels == 1, auc)
         for name, signal, background in data.info.extra.get("roc_pairs", ()):
             mask = (labels == signal) | (labels == background)
             score = probs[mask, signal] / np.clip(probs[mask, signal] + probs[mask, background],

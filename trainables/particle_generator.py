@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+import trainables.autoencode  # noqa: F401 - registers the 'autoencode' kind the ae space uses
 from datasets.base import DataInfo
 from trainables.gan import (
     EVAL_SAMPLES,
@@ -44,7 +44,7 @@ from trainables.gan import (
     build_optimizer,
     to_unit,
 )
-from trainables.loop import TrialDiverged, fetch, iterate_minibatches, register_kind
+from trainables.loop import TrialDiverged, register_kind
 from trainables.sample_quality import sample_quality
 
 EWM_BATCH = 250  # the seed's EWM launch
@@ -204,52 +204,6 @@ def build_ewm(config: Mapping[str, Any], info: DataInfo) -> EwmModule:
                      autoencoder.eval(), int(extra["targets"]))
 
 
-class AutoEncodeKind:
-    """Reconstruction training: MSE between AE(x) and x; objective ``val_recon_loss``."""
-
-    def make_optimizer(self, model: nn.Module, cfg: Mapping[str, Any]):
-        lr = float(cfg["ae_lr"])
-        if str(cfg.get("ae_opt", "adam")) == "sgd":
-            return torch.optim.SGD(model.parameters(), lr=lr, momentum=float(cfg.get("p", 0.9)))
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-5)
-
-    def train_epoch(self, model, data, opt, cfg, rng, device):
-        model.train()
-        total = seen = 0.0
-        for idx in iterate_minibatches(data.train, int(cfg["batch_size"]), rng):
-            x = fetch(data, "x", idx, cfg, device)
-            loss = F.mse_loss(model(x), x)
-            if not torch.isfinite(loss):
-                raise TrialDiverged(f"reconstruction loss became {loss.item()}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-            seen += len(idx)
-        return {"train_recon_loss": total / max(seen, 1)}
-
-    @torch.no_grad()
-    def evaluate(self, model, data, split, cfg, device):
-        model.eval()
-        total = seen = 0.0
-        for idx in iterate_minibatches(getattr(data, split), 256, None):
-            x = fetch(data, "x", idx, cfg, device)
-            total += F.mse_loss(model(x), x, reduction="sum").item() / x[0].numel()
-            seen += len(idx)
-        return {f"{split}_recon_loss": total / max(seen, 1)}
-
-    @torch.no_grad()
-    def figures(self, model, data, cfg, device) -> dict[str, bytes]:
-        from trainables.figures import image_grid_png
-
-        model.eval()
-        x = fetch(data, "x", np.sort(data.val[:8]), cfg, device)
-        recon = model(x).cpu().numpy()
-        return {"reconstructions": image_grid_png(
-            {"input": to_unit(x.cpu().numpy())[:, 0], "reconstruction": to_unit(recon)[:, 0]},
-            title="validation images and their reconstructions")}
-
-
 def transport_cost(x: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tensor:
     """Pairwise cost (B, N) between samples and targets: ``l1``, or squared ``l2``."""
     if kind == "l1":
@@ -357,5 +311,4 @@ class EwmKind:
                                           title="validation images vs EWM samples (decoded)")}
 
 
-register_kind("autoencode", AutoEncodeKind())
 register_kind("ewm", EwmKind())
