@@ -37,7 +37,7 @@ from datasets.base import (
     memmap_dataset,
 )
 
-VERSION = 1
+VERSION = 2  # 2: images in [-0.95, 0.95]
 OPTIONS = {
     **larcv.OPTIONS,
     "ae_experiment": "MLflow experiment of a finished 'ae' search whose best checkpoint encodes "

@@ -21,6 +21,11 @@ from typing import Any
 import numpy as np
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+#: Images for models with a tanh output are mapped to [-TANH_RANGE, TANH_RANGE], not [-1, 1]:
+#: sparse images are mostly background, and a background at exactly −1 (tanh's asymptote)
+#: drives Adam to push the output layer to −∞, saturating tanh so nothing is learnt
+#: (measured: every auto-encoder stuck at the all-background loss). 0.95 is reachable.
+TANH_RANGE = 0.95
 
 
 class DataError(ValueError):

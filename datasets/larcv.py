@@ -16,8 +16,9 @@ synthetic LArCV-like crops (``datasets/larcv_physics.py``): tracks and showers, 
 charge centroid, ≥ 1 % of pixels non-zero, ``--data-option size=32|64``.
 
 Model input, per batch: images divided by a fixed scale (the 99.5th percentile of non-zero
-training pixels; 16 for digits), clipped to [0, 1] and mapped to [-1, 1] as the seed's
-``Normalize([0.5], [0.5])`` did, shape (B, 1, H, W).
+training pixels; 16 for digits), clipped to [0, 1] and mapped to [-0.95, 0.95] (the seed's
+``Normalize([0.5], [0.5])`` maps to [-1, 1]; see ``datasets.base.TANH_RANGE`` for why not
+quite), shape (B, 1, H, W).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import numpy as np
 
 from datasets import register
 from datasets.base import (
+    TANH_RANGE,
     DataError,
     DataInfo,
     DatasetSpec,
@@ -152,13 +154,13 @@ def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str
 
 
 class ImageTransform:
-    """Stored rows → (B, 1, H, W) float32 in [-1, 1] (see the module doc)."""
+    """Stored rows → (B, 1, H, W) float32 in [-0.95, 0.95] (see the module doc)."""
 
     def __init__(self, scale: float):
         self.scale = scale
 
     def __call__(self, rows: np.ndarray, config: Mapping[str, Any]) -> np.ndarray:
-        x = np.clip(rows.astype(np.float32) / self.scale, 0.0, 1.0) * 2.0 - 1.0
+        x = (np.clip(rows.astype(np.float32) / self.scale, 0.0, 1.0) * 2.0 - 1.0) * TANH_RANGE
         if x.ndim == 3:
             x = x[:, None]
         return np.ascontiguousarray(x)
@@ -184,11 +186,13 @@ def load(path: str, seed: int, options: Mapping[str, str]) -> DataSplits:
             else np.zeros(images.shape[0], dtype=np.int64)
     train, val, test = split_indices(images.shape[0], _data_seed(options))
     scale = image_scale(images, train, stored_scale)
+    transform = ImageTransform(scale)
     height, width = images.shape[-2:]
+    mean_input = float(transform(np.asarray(images[np.sort(train[:STATS_IMAGES])]), {}).mean())
     info = DataInfo(input_shape=(1, height, width), num_classes=int(labels.max()) + 1,
-                    extra={"scale": scale})
+                    extra={"scale": scale, "mean_input": mean_input})
     return DataSplits({"x": images, "y": labels}, train, val, test, info, source=path,
-                      transforms={"x": ImageTransform(scale)})
+                      transforms={"x": transform})
 
 
 register(DatasetSpec(

@@ -18,6 +18,7 @@ from datasets.base import DataError, DataInfo
 from search_spaces import get_space
 from tests.conftest import run_cli
 from tests.test_e2e import runs_of
+from trainables.loop import FitSettings, fit
 from trainables.particle_generator import (
     ConvAutoEncoder,
     EwmKind,
@@ -197,3 +198,18 @@ def test_two_stage_ae_then_ewm_through_mlflow(tmp_path):
     wrong = run_cli("--space", "ewm", "--trials", "1", "--experiment", "stage4",
                     "--data-option", "ae_experiment=stage2", *common, cwd=tmp_path)
     assert wrong.returncode == 2 and "not 'ae'" in wrong.stderr
+
+
+def test_seed_autoencoder_learns_more_than_the_background(tiny_data):
+    """On mostly-zero images a tanh AE can saturate at the background and learn nothing; the
+    seed configuration must beat the all-background reconstruction within a few epochs."""
+    spec = get_dataset("larcv")
+    data = spec.load(spec.prepare(None, 300, 0, {}), 0, {})
+    val = data.batch("x", np.sort(data.val), {})
+    background = float(((val - val.min()) ** 2).mean())
+    space = get_space("ae")
+    config = dict(space.seed_config, batch_size=16)
+    losses = []
+    fit(space, config, data, FitSettings(max_epochs=6, figure_every=0),
+        report=lambda m, s: losses.append(m["val_recon_loss"]))
+    assert losses[-1] < 0.9 * background, (losses, background)

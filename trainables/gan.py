@@ -58,8 +58,10 @@ class GanModule(nn.Module):
 
 
 def to_unit(images: np.ndarray) -> np.ndarray:
-    """[-1, 1] model space → [0, 1] images."""
-    return np.clip((images + 1.0) / 2.0, 0.0, 1.0)
+    """Tanh model space ([-TANH_RANGE, TANH_RANGE] for data) → [0, 1] images."""
+    from datasets.base import TANH_RANGE
+
+    return np.clip((images / TANH_RANGE + 1.0) / 2.0, 0.0, 1.0)
 
 
 class MultiOptimizer:

@@ -159,13 +159,31 @@ class ConvAutoEncoder(nn.Module):
         return self.decode(self.encode(x))
 
 
+def init_output_bias(model: nn.Module, mean_input: float | None) -> None:
+    """Start the decoder's last layer at the data's mean (atanh of it, before the Tanh).
+
+    Not in the seed (its AE kept PyTorch's default init). Without it, on mostly-background
+    images Adam drives every output into tanh's flat tail within ~40 steps and the AE never
+    leaves the all-background reconstruction (measured on the synthetic crops: val loss stuck
+    at 0.0231 for every configuration tried; with it, 0.0137 for the seed MLP AE and 0.0013 for
+    a small conv AE after 600 steps)."""
+    if mean_input is None:
+        return
+    last = [m for m in model.decoder.modules() if isinstance(m, nn.Linear | nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.bias.fill_(math.atanh(float(np.clip(mean_input, -0.9, 0.9))))
+
+
 def build_autoencoder(config: Mapping[str, Any], info: DataInfo) -> nn.Module:
     """MLP or convolutional AE from a flat ``ae`` configuration."""
     shape = tuple(info.input_shape)
     if config.get("arch", "mlp") == "conv":
-        return ConvAutoEncoder(shape, int(config["l_dim"]), int(config["n_layers"]),
-                               int(config["depth"]))
-    return MlpAutoEncoder(shape, int(config["l_dim"]), int(config["n_layers"]))
+        model: nn.Module = ConvAutoEncoder(shape, int(config["l_dim"]), int(config["n_layers"]),
+                                           int(config["depth"]))
+    else:
+        model = MlpAutoEncoder(shape, int(config["l_dim"]), int(config["n_layers"]))
+    init_output_bias(model, info.extra.get("mean_input"))
+    return model
 
 
 class EwmModule(nn.Module):
