@@ -127,6 +127,22 @@ def atomic_h5(path: str | os.PathLike[str]) -> Iterator[Any]:
         raise
 
 
+def reject_unknown_options(options: Mapping[str, str], known: Mapping[str, str]) -> None:
+    """Raise :class:`DataError` naming any ``--data-option`` key the data set does not know."""
+    unknown = set(options) - set(known)
+    if unknown:
+        raise DataError(f"unknown --data-option {', '.join(sorted(unknown))}; "
+                        f"known: {', '.join(known)}")
+
+
+def int_option(options: Mapping[str, str], key: str, default: int) -> int:
+    """An integer ``--data-option`` (``DataError`` naming it when it is not one)."""
+    try:
+        return int(options.get(key, default))
+    except ValueError:
+        raise DataError(f"--data-option {key} must be an integer") from None
+
+
 def split_indices(n: int, seed: int, fractions: tuple[float, float] = (0.7, 0.15)):
     """Seeded train/val/test split of ``range(n)`` (val and test get at least one sample)."""
     if n < 3:

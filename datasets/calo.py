@@ -38,6 +38,7 @@ from datasets.base import (
     check_finite,
     memmap_dataset,
     open_h5,
+    reject_unknown_options,
     require_dataset,
     split_indices,
 )
@@ -97,10 +98,7 @@ def validate(path: str) -> int:
 
 
 def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str]) -> str:
-    unknown = set(options) - set(OPTIONS)
-    if unknown:
-        raise DataError(f"unknown --data-option {', '.join(sorted(unknown))}; "
-                        f"known: {', '.join(OPTIONS)}")
+    reject_unknown_options(options, OPTIONS)
     bins = _number(options, "bins", 64)
     mu = _number(options, "mu", 40.0, float)
     data_seed = _number(options, "data_seed", 0)

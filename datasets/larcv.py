@@ -40,8 +40,10 @@ from datasets.base import (
     cache_dir,
     cache_key,
     check_finite,
+    int_option,
     memmap_dataset,
     open_h5,
+    reject_unknown_options,
     require_dataset,
     split_indices,
 )
@@ -58,17 +60,11 @@ OPTIONS = {
 
 
 def _data_seed(options: Mapping[str, str]) -> int:
-    try:
-        return int(options.get("data_seed", 0))
-    except ValueError:
-        raise DataError("--data-option data_seed must be an integer") from None
+    return int_option(options, "data_seed", 0)
 
 
 def check_options(options: Mapping[str, str], known: Mapping[str, str] = OPTIONS) -> None:
-    unknown = set(options) - set(known)
-    if unknown:
-        raise DataError(f"unknown --data-option {', '.join(sorted(unknown))}; "
-                        f"known: {', '.join(known)}")
+    reject_unknown_options(options, known)
     if options.get("size", "32") not in SIZES:
         raise DataError(f"--data-option size={options['size']}: use 32 or 64")
     _data_seed(options)

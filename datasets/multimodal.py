@@ -40,8 +40,10 @@ from datasets.base import (
     cache_dir,
     cache_key,
     check_finite,
+    int_option,
     memmap_dataset,
     open_h5,
+    reject_unknown_options,
     require_dataset,
     split_indices,
 )
@@ -56,13 +58,6 @@ OPTIONS = {
     "pheno_experiment": "mmnn: start the phenotype branch from this 'pheno_nn' search's best",
 }
 INIT_OPTIONS = {"cnn_experiment": ("cnn", "cnn"), "pheno_experiment": ("pheno", "pheno_nn")}
-
-
-def _int_option(options: Mapping[str, str], key: str, default: int) -> int:
-    try:
-        return int(options.get(key, default))
-    except ValueError:
-        raise DataError(f"--data-option {key} must be an integer") from None
 
 
 def generate(samples: int, size: int, seed: int, path: os.PathLike[str] | str) -> None:
@@ -119,12 +114,9 @@ def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str
     """Validate a user's file or generate the synthetic default; fetch branch checkpoints."""
     import torch
 
-    unknown = set(options) - set(OPTIONS)
-    if unknown:
-        raise DataError(f"unknown --data-option {', '.join(sorted(unknown))}; "
-                        f"known: {', '.join(OPTIONS)}")
-    size = _int_option(options, "size", 32)
-    data_seed = _int_option(options, "data_seed", 0)
+    reject_unknown_options(options, OPTIONS)
+    size = int_option(options, "size", 32)
+    data_seed = int_option(options, "data_seed", 0)
     if not 8 <= size <= 128:
         raise DataError("--data-option size must be between 8 and 128")
     for option, (_, space) in INIT_OPTIONS.items():  # checked before any file is made
@@ -168,7 +160,7 @@ def load(path: str, seed: int, options: Mapping[str, str]) -> DataSplits:
     volumes = memmap_dataset(path, "volumes")
     phenotypes = np.asarray(memmap_dataset(path, "phenotypes"), dtype=np.float32)
     labels = np.asarray(memmap_dataset(path, "labels"), dtype=np.int64)
-    train, val, test = split_indices(len(labels), _int_option(options, "data_seed", 0))
+    train, val, test = split_indices(len(labels), int_option(options, "data_seed", 0))
     sample = np.asarray(volumes[np.sort(train[:STATS_SUBJECTS])], dtype=np.float64)
     v_mean, v_std = float(sample.mean()), float(sample.std()) or 1.0
     p_mean = phenotypes[train].mean(0)

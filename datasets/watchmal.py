@@ -44,8 +44,10 @@ from datasets.base import (
     cache_dir,
     cache_key,
     check_finite,
+    int_option,
     memmap_dataset,
     open_h5,
+    reject_unknown_options,
     require_dataset,
     split_indices,
 )
@@ -75,10 +77,7 @@ def _option(options: Mapping[str, str], key: str, allowed: tuple[str, ...]) -> s
 
 
 def _data_seed(options: Mapping[str, str]) -> int:
-    try:
-        return int(options.get("data_seed", 0))
-    except ValueError:
-        raise DataError("--data-option data_seed must be an integer") from None
+    return int_option(options, "data_seed", 0)
 
 
 def generate(samples: int, seed: int, path: os.PathLike[str] | str) -> None:
@@ -182,10 +181,7 @@ def read_splits(path: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str]) -> str:
     """Validate a user's file (and split file) or generate the synthetic default."""
-    unknown = set(options) - set(OPTIONS)
-    if unknown:
-        raise DataError(f"unknown --data-option {', '.join(sorted(unknown))}; "
-                        f"known: {', '.join(OPTIONS)}")
+    reject_unknown_options(options, OPTIONS)
     _option(options, "charge_norm", ("log", "scale", "none"))
     _option(options, "time_norm", ("standard", "none"))
     if path is None:

@@ -38,8 +38,10 @@ from datasets.base import (
     cache_dir,
     cache_key,
     check_finite,
+    int_option,
     memmap_dataset,
     open_h5,
+    reject_unknown_options,
     require_dataset,
     split_indices,
 )
@@ -67,10 +69,7 @@ OPTIONS = {
 
 
 def _data_seed(options: Mapping[str, str]) -> int:
-    try:
-        return int(options.get("data_seed", 0))
-    except ValueError:
-        raise DataError("--data-option data_seed must be an integer") from None
+    return int_option(options, "data_seed", 0)
 
 
 def generate(samples: int, seed: int, grid: PatternGrid, path: Path) -> None:
@@ -175,11 +174,7 @@ def import_torch_file(path: str) -> str:
 
 def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str]) -> str:
     """Validate, import or generate; return the HDF5 file trials will read."""
-    unknown = set(options) - set(OPTIONS)
-    if unknown:
-        raise DataError(
-            f"unknown --data-option {', '.join(sorted(unknown))}; known: {', '.join(OPTIONS)}"
-        )
+    reject_unknown_options(options, OPTIONS)
     labels = options.get("labels", "bravais")
     if labels not in ("bravais", "crystal_system"):
         raise DataError("--data-option labels must be bravais or crystal_system")
