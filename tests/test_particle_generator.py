@@ -162,6 +162,7 @@ def test_codes_stage_trains_the_seed_autoencoder_on_the_spot(tiny_data):
     np.testing.assert_allclose(model(x).detach().numpy(), codes[np.sort(data.train[:4])], atol=1e-5)
 
 
+@pytest.mark.slow  # the digits loader is tested directly above; this is the CLI path
 @pytest.mark.parametrize("space", ["mlp_gan", "ae"])
 def test_cli_on_digits(tmp_path, space):
     db = tmp_path / "mlflow.db"
