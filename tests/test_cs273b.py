@@ -126,3 +126,17 @@ def test_cli_mmnn_starts_from_earlier_branch_searches(tmp_path):
     wrong = run_cli("--space", "mmnn", "--trials", "1", "--experiment", "x", *common,
                     "--data-option", "cnn_experiment=pheno", cwd=tmp_path)
     assert wrong.returncode == 2 and "not 'cnn'" in wrong.stderr
+
+
+@pytest.mark.parametrize("space", ["cae", "mlp_ae", "pheno_nn"])
+def test_cli_search_of_each_remaining_space(tmp_path, space):
+    db = tmp_path / "mlflow.db"
+    result = run_cli("--space", space, "--trials", "2", "--max-epochs", "1", "--samples", "40",
+                     "--data-option", "size=16", "--experiment", space,
+                     "--mlflow-uri", f"sqlite:///{db}", "--storage", str(tmp_path / "ray"),
+                     cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, _, children = runs_of(db, space)
+    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
+    metric = get_space(space).metric
+    assert all(math.isfinite(c.data.metrics[metric]) for c in children)
