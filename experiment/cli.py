@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``launch.py`` argument parser (every flag is documented in README.md)."""
     p = _Parser(
         prog="launch.py",
-        description="Optuna-driven hyperparameter search on Ray Tune with ASHA and MLflow.",
+        description="Optuna-driven hyperparameter search on Ray Tune with ASHA and MLflow. "
+                    "Sub-command: 'launch.py blackout --experiment NAME' (occlusion map of a "
+                    "finished classifier search; --help after it for its flags).",
     )
     p.add_argument("--space", default=None,
                    help="registered search space (default resnet1d; --list-spaces)")
@@ -76,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", choices=SCHEDULERS, default="asha",
                    help="early-stopping scheduler (asha)")
     p.add_argument("--data", default=None,
-                   help="HDF5 file (or the seed's own format); default: synthetic data")
+                   help="HDF5 file (or the seed's own format, or 'digits' for the larcv "
+                        "spaces); default: synthetic data")
     p.add_argument("--data-option", type=_key_value, action="append", default=[],
                    metavar="KEY=VALUE", help="data-set option, repeatable (--show-space lists them)")
     p.add_argument("--samples", type=_positive_int, default=None,
