@@ -16,6 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 SEARCHERS = ("tpe", "random", "qmc", "gp", "cmaes")
+#: ``launch.py <sub-command> ...``: module whose ``run(argv) -> int`` handles it
+SUBCOMMANDS = {
+    "report": "experiment.report",
+    "compare": "experiment.compare",
+    "train": "experiment.retrain",
+    "blackout": "experiment.blackout",
+}
 SCHEDULERS = ("asha", "median", "fifo")
 
 
@@ -246,10 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from search_spaces import UnknownSpaceError
 
     try:
-        if argv and argv[0] == "blackout":
-            from experiment.blackout import run as blackout
+        if argv and argv[0] in SUBCOMMANDS:
+            import importlib
 
-            return blackout(list(argv[1:]))
+            return importlib.import_module(SUBCOMMANDS[argv[0]]).run(list(argv[1:]))
         args = parse(argv)
         if args.list_spaces:
             print(list_spaces())

@@ -34,6 +34,9 @@ STORED_SETTINGS = ("space", "trials", "max_epochs", "grace_epochs", "searcher", 
                    "pruned_trials")
 
 
+#: MLflow tag telling a search's parent run ("search"), its trials ("trial") and retrains
+#: of an exported configuration ("train") apart
+RUN_KIND_TAG = "scitune.run"
 #: CPU share of the Tune trial that drives a multi-worker (Ray Train) trial.
 DRIVER_CPU = 0.01
 #: Shipped to every node of a cluster joined with --address (the code trials import).
@@ -324,7 +327,8 @@ def start_tracking(args: argparse.Namespace, space: Space, tracking_uri: str,
 
 
 def run_tags(args: argparse.Namespace, space: Space) -> dict[str, str]:
-    return {"space": space.name, "searcher": args.searcher, "scheduler": args.scheduler,
+    return {RUN_KIND_TAG: "search", "space": space.name, "searcher": args.searcher,
+            "scheduler": args.scheduler,
             "seed": str(args.seed), "git_commit": git_commit(), "metric": space.metric,
             "mode": space.mode}
 
@@ -333,6 +337,7 @@ def _search(args: argparse.Namespace, space: Space, info: Any, state: Experiment
             exp_dir: str, data_path: str, concurrency: int, dashboard: str | None) -> int:
     from ray import tune
 
+    from experiment.optuna_store import StudyMirror, journal_path
     from experiment.progress import ProgressLine
     from experiment.searcher import PlatformOptunaSearch
     from experiment.summary import finish
@@ -355,6 +360,8 @@ def _search(args: argparse.Namespace, space: Space, info: Any, state: Experiment
     if dashboard:
         print(f"Ray dashboard: {dashboard}  (login token: `ray get-auth-token`)")
     print(f"MLflow: {state.data['tracking_uri']} (experiment {args.experiment!r})")
+    journal = journal_path(args.storage)
+    print(f"Optuna study {args.experiment!r}: optuna-dashboard {journal} --host 127.0.0.1")
     sys.stdout.flush()
 
     if args.resume and tune.Tuner.can_restore(exp_dir):
@@ -377,6 +384,7 @@ def _search(args: argparse.Namespace, space: Space, info: Any, state: Experiment
             sampler=make_sampler(args.searcher, args.seed),
             max_epochs=args.max_epochs,
             tell_pruned=args.pruned_trials == "pruned",
+            mirror=StudyMirror(journal, args.experiment, space.mode, fresh=True),
         )
         tracker = MlflowTracker(state.data["tracking_uri"], str(state.path), args.max_epochs,
                                 run_tags(args, space), space.metric)

@@ -7,6 +7,8 @@
   its intermediate values (reported every epoch), as Optuna's own pruners do. Ray's searcher
   tells it COMPLETE with its last, early-epoch value, so TPE would compare a 1-epoch value
   with 9-epoch values as if both were final.
+- With a :class:`~experiment.optuna_store.StudyMirror`, every trial is also written live into a
+  persistent study (parameters, per-epoch values, final state) for Optuna's own tools.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
 
+from experiment.optuna_store import StudyMirror
 from trainables.trial import FAILURE_KEY
 
 
@@ -22,22 +25,63 @@ class PlatformOptunaSearch(OptunaSearch):
     """``OptunaSearch`` that tells failed trials as FAIL and early-stopped ones as PRUNED."""
 
     def __init__(self, *args: Any, max_epochs: int | None = None, tell_pruned: bool = True,
-                 **kwargs: Any):
+                 mirror: StudyMirror | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._max_epochs = max_epochs
         self._tell_pruned = tell_pruned
+        self._mirror = mirror
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        config = super().suggest(trial_id)
+        if self._mirror is not None and trial_id in self._ot_trials:
+            trial = self._ot_trials[trial_id]
+            self._mirror.started(trial_id, trial.params, trial.distributions)
+        return config
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if FAILURE_KEY in result:
             return
         super().on_trial_result(trial_id, result)
+        if self._mirror is not None and isinstance(result.get(self.metric), int | float):
+            step = int(result.get("training_iteration", 0))
+            self._mirror.reported(trial_id, step, float(result[self.metric]))
+
+    def _report_last(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Record the final result as an intermediate value too. Tune hands a trial's last
+        result (the one a scheduler stops it on) to ``on_trial_complete`` only, so without
+        this a trial ASHA stops after its first epoch reaches Optuna as PRUNED with no
+        intermediate value at all, and TPE ranks it below every other trial."""
+        value = result.get(self.metric)
+        trial = self._ot_trials.get(trial_id)
+        if trial is None or trial_id in self._completed_trials or \
+                not isinstance(value, int | float) or isinstance(value, bool):
+            return
+        step = int(result.get("training_iteration", 0))
+        frozen = self._ot_study.get_trials(deepcopy=False)[trial.number]
+        if step not in frozen.intermediate_values and value == value:  # NaN: not a value
+            trial.report(float(value), step)
+            if self._mirror is not None:
+                self._mirror.reported(trial_id, step, float(value))
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
+        if result and FAILURE_KEY not in result and not error:
+            self._report_last(trial_id, result)
         if result and FAILURE_KEY in result:
             result, error = None, True
         elif (result and not error and self._tell_pruned and self._max_epochs
               and int(result.get("epoch", result.get("training_iteration", self._max_epochs)))
               < self._max_epochs):
             result = None  # no value and no error: OptunaSearch tells PRUNED
+        known = trial_id in self._ot_trials and trial_id not in self._completed_trials
         super().on_trial_complete(trial_id, result=result, error=error)
+        if self._mirror is not None and known:
+            told = self._ot_study.get_trials(deepcopy=False)[self._ot_trials[trial_id].number]
+            self._mirror.finished(trial_id, told.state, told.value)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Tune's restore of a resumed search; the mirror drops trials Tune forgot."""
+        super().restore(checkpoint_path)
+        mirror = getattr(self, "_mirror", None)
+        if mirror is not None:
+            mirror.forget_others(set(self._ot_trials))

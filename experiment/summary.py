@@ -28,6 +28,14 @@ def _history(result: Any, metric: str) -> list[float]:
     return [float(v) for v in df[metric].tolist()]
 
 
+def _total(result: Any, metric: str) -> float:
+    """Sum of a per-epoch metric over a trial's history (0 when it never reported it)."""
+    df = result.metrics_dataframe
+    if df is None or metric not in df:
+        return 0.0
+    return float(df[metric].dropna().sum())
+
+
 def compact(config: dict[str, Any], seed: dict[str, Any], width: int = 150) -> str:
     """``k=v`` for the parameters that differ from the seed configuration, on one line."""
     parts = []
@@ -111,6 +119,7 @@ def finish(args: argparse.Namespace, space: Space, state: ExperimentState, resul
     seed_row = next((r for r in rows if r["is_seed"]), None)
     failed = [r for r in rows if r["failed"]]
     trial_epochs = sum(r["epochs"] for r in rows)
+    compute_seconds = sum(_total(r["result"], "epoch_seconds") for r in rows)
 
     print()
     print(f"=== {args.experiment}: {len(rows)} trials, {len(failed)} failed, "
@@ -142,7 +151,7 @@ def finish(args: argparse.Namespace, space: Space, state: ExperimentState, resul
               f" --storage {args.storage}")
         return 130
     summary: dict[str, Any] = {"trials": len(rows), "failed": len(failed),
-                               "trial_epochs": trial_epochs}
+                               "trial_epochs": trial_epochs, "compute_seconds": compute_seconds}
     if not scored:
         print("no trial reported the objective; see the failures above")
         client.set_terminated(parent, status="FAILED")

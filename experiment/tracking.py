@@ -206,6 +206,7 @@ class MlflowTracker(Callback):
             "mlflow.parentRunId": self.state.data["parent_run_id"],
             "mlflow.runName": name,
             "trial_id": trial_id,
+            "scitune.run": "trial",
         })
         run = self.client.create_run(self.state.data["mlflow_experiment_id"], tags=tags)
         params = [Param(k, str(v)[:6000]) for k, v in sorted(flatten(config).items())]

@@ -61,3 +61,85 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600,
     full_env.update(env or {})
     return subprocess.run([sys.executable, str(REPO / "launch.py"), *args], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_tree(proc: subprocess.Popen) -> None:
+    """SIGTERM a process this suite started and its children (by pid), SIGKILL stragglers."""
+    import psutil
+
+    try:
+        parent = psutil.Process(proc.pid)
+        family = [parent, *parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in family:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(family, timeout=15)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real ``mlflow server`` on 127.0.0.1 (SQLite store, proxied artifacts), stopped by pid
+    at the end of the session. Yields its URL."""
+    import time
+    import urllib.request
+
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server",
+         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--artifacts-destination", str(root / "artifacts"),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=root, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        stop_tree(proc)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def finished_search(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str):
+    """One small finished ``resnet1d`` search logged to the MLflow server, shared by the
+    report / compare / export / retrain tests (a namespace: cwd, storage, experiment, uri)."""
+    from types import SimpleNamespace
+
+    cwd = tmp_path_factory.mktemp("finished-search")
+    name = "small"
+    result = run_cli("--space", "resnet1d", "--trials", "4", "--max-epochs", "3",
+                     "--samples", "400", "--experiment", name, "--mlflow-uri", mlflow_server,
+                     cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return SimpleNamespace(cwd=cwd, storage=cwd / "ray_results", experiment=name,
+                           uri=mlflow_server, stdout=result.stdout)

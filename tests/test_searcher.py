@@ -9,33 +9,73 @@ def space(trial):
     trial.suggest_float("x", 0.0, 1.0)
 
 
-def test_trials_are_told_complete_pruned_or_failed():
-    searcher = PlatformOptunaSearch(space=space, metric="acc", mode="max", max_epochs=3, seed=0)
+def drive(searcher: PlatformOptunaSearch) -> None:
+    """Tune's protocol: every result but the last goes to ``on_trial_result``; the last one
+    (the result a scheduler stops a trial on, or the final epoch) only to ``on_trial_complete``."""
     for trial_id in ("full", "stopped", "diverged"):
         assert searcher.suggest(trial_id) is not None
-    for epoch, value in enumerate((0.2, 0.4, 0.5), 1):
+    for epoch, value in enumerate((0.2, 0.4), 1):
         searcher.on_trial_result("full", {"acc": value, "epoch": epoch,
                                           "training_iteration": epoch})
     searcher.on_trial_complete("full", {"acc": 0.5, "epoch": 3, "training_iteration": 3})
-    searcher.on_trial_result("stopped", {"acc": 0.1, "epoch": 1, "training_iteration": 1})
     searcher.on_trial_complete("stopped", {"acc": 0.1, "epoch": 1, "training_iteration": 1})
-    searcher.on_trial_result("diverged", {"acc": float("nan"), "epoch": 1,
-                                          "training_iteration": 1,
-                                          "failure_reason": "diverged: loss nan"})
     searcher.on_trial_complete("diverged", {"acc": float("nan"), "epoch": 1,
                                             "training_iteration": 1,
                                             "failure_reason": "diverged: loss nan"})
+
+
+def test_trials_are_told_complete_pruned_or_failed():
+    searcher = PlatformOptunaSearch(space=space, metric="acc", mode="max", max_epochs=3, seed=0)
+    drive(searcher)
     trials = searcher._ot_study.trials
     assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED", "FAIL"]
     assert trials[0].value == 0.5 and trials[0].intermediate_values == {1: 0.2, 2: 0.4, 3: 0.5}
+    # stopped on its first result: that result must still reach Optuna as an intermediate value
     assert trials[1].intermediate_values == {1: 0.1}
+    assert trials[2].intermediate_values == {}
+
+
+def test_trials_are_mirrored_into_a_persistent_journal(tmp_path):
+    import pickle
+
+    from experiment.optuna_store import StudyMirror, load_study
+
+    mirror = StudyMirror(tmp_path / "optuna.log", "exp", "max")
+    searcher = PlatformOptunaSearch(space=space, metric="acc", mode="max", max_epochs=3, seed=0,
+                                    mirror=mirror)
+    searcher.suggest("running")
+    searcher.on_trial_result("running", {"acc": 0.3, "training_iteration": 1})
+    drive(searcher)
+    study = load_study(tmp_path, "exp")
+    by_ray_id = {t.user_attrs["ray_trial_id"]: t for t in study.trials}
+    assert set(by_ray_id) == {"running", "full", "stopped", "diverged"}
+    assert by_ray_id["running"].state.name == "RUNNING"
+    assert by_ray_id["running"].intermediate_values == {1: 0.3}
+    assert by_ray_id["full"].state.name == "COMPLETE" and by_ray_id["full"].value == 0.5
+    assert by_ray_id["full"].intermediate_values == {1: 0.2, 2: 0.4, 3: 0.5}
+    assert by_ray_id["stopped"].state.name == "PRUNED"
+    assert by_ray_id["stopped"].intermediate_values == {1: 0.1}
+    assert by_ray_id["diverged"].state.name == "FAIL"
+    assert by_ray_id["full"].params == searcher._ot_study.trials[1].params
+
+    # a resumed search (searcher unpickled from Tune's state) reopens the journal and marks
+    # trials it never heard of (started after the saved state) as failed orphans
+    state_file = tmp_path / "searcher.pkl"
+    searcher.save(str(state_file))
+    mirror.started("ghost", {"x": 0.5}, searcher._ot_study.trials[0].distributions)
+    restored = PlatformOptunaSearch(space=space, metric="acc", mode="max", max_epochs=3, seed=0)
+    restored.restore(str(state_file))
+    restored.on_trial_complete("running", {"acc": 0.6, "training_iteration": 3})
+    trials = {t.user_attrs["ray_trial_id"]: t for t in load_study(tmp_path, "exp").trials}
+    assert trials["ghost"].state.name == "FAIL" and trials["ghost"].user_attrs["orphaned"]
+    assert trials["running"].state.name == "COMPLETE" and trials["running"].value == 0.6
+    assert pickle.loads(pickle.dumps(mirror)).path == mirror.path
 
 
 def test_pruning_semantics_can_be_switched_off():
     searcher = PlatformOptunaSearch(space=space, metric="acc", mode="max", max_epochs=3,
                                     tell_pruned=False, seed=0)
     searcher.suggest("stopped")
-    searcher.on_trial_result("stopped", {"acc": 0.1, "epoch": 1, "training_iteration": 1})
     searcher.on_trial_complete("stopped", {"acc": 0.1, "epoch": 1, "training_iteration": 1})
     assert searcher._ot_study.trials[0].state.name == "COMPLETE"
 

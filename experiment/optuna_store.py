@@ -1,0 +1,173 @@
+"""Every search's Optuna study, kept live in a journal file Optuna's own tools read.
+
+Ray's ``OptunaSearch`` samples from an in-memory study (fast, and pickled with Tune's
+experiment state so a resumed search continues exactly). :class:`StudyMirror` copies each
+trial into a persistent study as it happens: created with its parameters and distributions
+when Ray asks for it, an intermediate value per reported epoch, and its final state
+(COMPLETE, PRUNED by the scheduler, FAIL) at the end. One journal file per ``--storage``
+folder holds one study per experiment, named after it, so
+
+    optuna-dashboard <storage>/optuna.log
+
+shows every search in that folder, with learning curves, while it runs. A journal append
+costs under a millisecond (a SQLite study ~25 ms per trial, measured here), so the mirror
+writes synchronously on Tune's event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+JOURNAL_FILE = "optuna.log"
+RAY_TRIAL_ATTR = "ray_trial_id"
+log = logging.getLogger(__name__)
+
+
+def journal_path(storage: str | os.PathLike[str]) -> Path:
+    """The journal of a ``--storage`` folder (for a cloud URI: beside the driver's state)."""
+    from experiment.tracking import state_path
+
+    storage = str(storage)
+    if "://" in storage and not storage.startswith("file://"):
+        return state_path(storage, "_").parent.parent / JOURNAL_FILE
+    return Path(storage.removeprefix("file://")) / JOURNAL_FILE
+
+
+def open_storage(path: str | os.PathLike[str]):
+    """An Optuna ``JournalStorage`` on the file ``path`` (created on first write)."""
+    import optuna
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    backend = optuna.storages.journal.JournalFileBackend(str(path))
+    return optuna.storages.JournalStorage(backend)
+
+
+def load_study(storage: str | os.PathLike[str], experiment: str):
+    """The persistent study of ``experiment`` in the ``--storage`` folder ``storage``.
+
+    Raises ``KeyError`` when the folder has no such study."""
+    import optuna
+
+    path = journal_path(storage)
+    if not path.exists():
+        raise KeyError(f"no Optuna journal {path}")
+    try:
+        return optuna.load_study(study_name=experiment, storage=open_storage(path))
+    except KeyError:
+        raise KeyError(f"no study {experiment!r} in {path}") from None
+
+
+class StudyMirror:
+    """Writes one search's trials into a persistent Optuna study (see the module doc).
+
+    Picklable (with the searcher, on every Tune experiment checkpoint): the storage is
+    reopened on first use after unpickling. Write errors are logged, never raised: the
+    mirror is a view and must not stop a search."""
+
+    def __init__(self, path: str | os.PathLike[str], study_name: str, direction: str,
+                 fresh: bool = True):
+        self.path = str(path)
+        self.study_name = study_name
+        self.direction = direction
+        self._fresh = fresh
+        self._ids: dict[str, int] = {}  # Ray trial id -> storage trial id
+        self._storage: Any = None
+        self._study_id: int | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(_storage=None, _study_id=None)
+        return state
+
+    def _open(self) -> tuple[Any, int]:
+        if self._storage is None:
+            import optuna
+
+            storage = open_storage(self.path)
+            if self._fresh:  # a new experiment reusing the name of a deleted one
+                try:
+                    optuna.delete_study(study_name=self.study_name, storage=storage)
+                except KeyError:
+                    pass
+                self._fresh = False
+            study = optuna.create_study(storage=storage, study_name=self.study_name,
+                                        direction="maximize" if self.direction == "max"
+                                        else "minimize", load_if_exists=True)
+            self._storage, self._study_id = storage, study._study_id
+            if not self._ids:  # resumed from a state saved before any trial: find them
+                for trial in storage.get_all_trials(self._study_id, deepcopy=False):
+                    if RAY_TRIAL_ATTR in trial.user_attrs:
+                        self._ids[trial.user_attrs[RAY_TRIAL_ATTR]] = trial._trial_id
+        return self._storage, self._study_id
+
+    def _guard(self, what: str, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001 - a view never stops the search
+            log.warning("Optuna journal %s: %s failed (%s)", self.path, what, exc)
+
+    def started(self, ray_trial_id: str, params: dict[str, Any],
+                distributions: dict[str, Any]) -> None:
+        """A trial was suggested: create it RUNNING with its parameters."""
+        self._guard("create trial", self._started, ray_trial_id, params, distributions)
+
+    def _started(self, ray_trial_id: str, params: dict[str, Any], distributions: dict[str, Any]):
+        import optuna
+
+        storage, study_id = self._open()
+        if ray_trial_id in self._ids:
+            return
+        template = optuna.trial.create_trial(
+            state=optuna.trial.TrialState.RUNNING, params=params, distributions=distributions,
+            user_attrs={RAY_TRIAL_ATTR: ray_trial_id})
+        self._ids[ray_trial_id] = storage.create_new_trial(study_id, template_trial=template)
+
+    def reported(self, ray_trial_id: str, step: int, value: float) -> None:
+        """An epoch's objective value (an Optuna intermediate value at ``step``)."""
+        if ray_trial_id in self._ids and math.isfinite(value):
+            self._guard("report", self._reported, ray_trial_id, step, value)
+
+    def _reported(self, ray_trial_id: str, step: int, value: float) -> None:
+        storage, _ = self._open()
+        trial_id = self._ids[ray_trial_id]
+        if not storage.get_trial(trial_id).state.is_finished():
+            storage.set_trial_intermediate_value(trial_id, step, value)
+
+    def finished(self, ray_trial_id: str, state: Any, value: float | None) -> None:
+        """The trial's final state (``optuna.trial.TrialState``) and value."""
+        if ray_trial_id in self._ids:
+            self._guard("finish trial", self._finished, ray_trial_id, state, value)
+
+    def _finished(self, ray_trial_id: str, state: Any, value: float | None) -> None:
+        import optuna
+
+        storage, _ = self._open()
+        trial_id = self._ids[ray_trial_id]
+        if storage.get_trial(trial_id).state.is_finished():
+            return  # replayed after a resume
+        complete = state == optuna.trial.TrialState.COMPLETE and value is not None \
+            and math.isfinite(value)
+        if state == optuna.trial.TrialState.COMPLETE and not complete:
+            state = optuna.trial.TrialState.FAIL
+        storage.set_trial_state_values(trial_id, state, [value] if complete else None)
+
+    def forget_others(self, known: set[str]) -> None:
+        """After a resume: trials started after Tune's last saved state are gone (Tune asks
+        for replacements); their RUNNING copies are marked FAIL and tagged ``orphaned``."""
+        self._guard("reconcile", self._forget_others, known)
+
+    def _forget_others(self, known: set[str]) -> None:
+        import optuna
+
+        storage, study_id = self._open()
+        for trial in storage.get_all_trials(study_id, deepcopy=False,
+                                            states=(optuna.trial.TrialState.RUNNING,)):
+            ray_id = trial.user_attrs.get(RAY_TRIAL_ATTR)
+            if ray_id not in known:
+                storage.set_trial_user_attr(trial._trial_id, "orphaned", True)
+                storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+                self._ids.pop(ray_id, None)
