@@ -121,7 +121,8 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+                tail = (root / "server.log").read_text()[-2000:]
+                raise RuntimeError(f"mlflow server did not start: {tail}")
             time.sleep(0.5)
         yield url
     finally:
