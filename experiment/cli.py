@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs of a trial that is never stopped early (9)")
     p.add_argument("--grace-epochs", type=_positive_int, default=1,
                    help="epochs every trial runs before the scheduler may stop it (1)")
+    p.add_argument("--space-file", metavar="FILE.yaml", default=None,
+                   help="narrow ranges, fix values or change choices of the space (YAML; "
+                        "see README); stored with the experiment for --resume")
+    p.add_argument("--export-best", metavar="FILE.yaml", default=None,
+                   help="write the best configuration (for 'launch.py train --config'): after "
+                        "this search, or at once from the finished --experiment NAME")
     p.add_argument("--searcher", choices=SEARCHERS, default="tpe", help="Optuna sampler (tpe)")
     p.add_argument("--pruned-trials", choices=("pruned", "complete"), default="pruned",
                    help="how trials the scheduler stopped early are told to Optuna: PRUNED with "
@@ -249,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # (they also cost start-up time, and CI and clusters often have no internet).
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from datasets.base import DataError
     from search_spaces import UnknownSpaceError
 

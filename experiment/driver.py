@@ -31,7 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Settings stored with an experiment and taken from there on ``--resume``.
 STORED_SETTINGS = ("space", "trials", "max_epochs", "grace_epochs", "searcher", "scheduler",
                    "seed", "data", "data_option", "samples", "workers_per_trial", "precision",
-                   "pruned_trials")
+                   "pruned_trials", "space_file")
 
 
 #: MLflow tag telling a search's parent run ("search"), its trials ("trial") and retrains
@@ -211,7 +211,8 @@ def settings_of(args: argparse.Namespace, data_path: str, samples: int) -> dict[
             "scheduler": args.scheduler, "seed": args.seed, "data": args.data,
             "data_path": data_path, "workers_per_trial": args.workers_per_trial,
             "precision": args.precision, "pruned_trials": args.pruned_trials,
-            "data_option": args.data_option, "samples": samples}
+            "data_option": args.data_option, "samples": samples,
+            "space_file": args.space_file}
 
 
 def run_search(args: argparse.Namespace) -> int:
@@ -223,6 +224,19 @@ def run_search(args: argparse.Namespace) -> int:
         check_writable_dir(Path(storage), "--storage")
     tracking_uri = resolve_mlflow_uri(args.mlflow_uri)
     state: ExperimentState | None = None
+    if args.export_best:
+        from experiment.export import check_target, write_best
+
+        check_target(args.export_best)
+        finished = args.experiment and not args.resume and \
+            state_path(storage, args.experiment).exists()
+        if finished:  # export from a finished search; nothing is run
+            try:
+                done = ExperimentState.load(state_path(storage, args.experiment))
+            except ValueError as exc:
+                raise BadInput(str(exc)) from None
+            print(f"best configuration written to {write_best(done, args.experiment, args.export_best)}")
+            return 0
     if args.resume:
         exp_dir = join(storage, args.experiment)
         state_file = state_path(storage, args.experiment)
@@ -237,6 +251,9 @@ def run_search(args: argparse.Namespace) -> int:
         if args.space is not None and args.space != stored["space"]:
             raise BadInput(f"--resume: experiment {args.experiment!r} searches space "
                            f"{stored['space']!r}, not {args.space!r}; drop --space or fix it")
+        if args.space_file is not None:
+            raise BadInput("--resume: the space file is stored with the experiment; drop "
+                           "--space-file")
         for key in STORED_SETTINGS:
             setattr(args, key, stored.get(key, getattr(args, key, None)))
         tracking_uri = state.data["tracking_uri"]
@@ -257,6 +274,10 @@ def run_search(args: argparse.Namespace) -> int:
             raise BadInput(f"experiment {name!r} already exists in {storage}; continue it with "
                            "--resume or choose another --experiment")
         samples = args.samples or spec.default_samples
+        if args.space_file is not None:  # parsed now; checked against the space with its data
+            from experiment.space_file import read
+
+            args.space_file = read(args.space_file, space.name)
         # A user's file is validated before Ray starts; the synthetic default is generated
         # only once the resource request is known to fit (bad input creates no file).
         data_path = spec.prepare(args.data, samples, args.seed, args.data_option) \
@@ -264,10 +285,14 @@ def run_search(args: argparse.Namespace) -> int:
 
     def prepare() -> tuple[Any, ExperimentState, str]:
         """Data, experiment folder and MLflow runs (overlaps Ray's start in local mode)."""
-        nonlocal data_path, state
+        nonlocal data_path, state, space
         if data_path is None:
             data_path = spec.prepare(None, samples, args.seed, args.data_option)
         info = spec.load(data_path, args.seed, args.data_option).info
+        if args.space_file:
+            from experiment.space_file import narrowed_space
+
+            space = narrowed_space(space, info, args.space_file)
         if state is None:
             if not remote:
                 Path(exp_dir).mkdir(parents=True, exist_ok=False)
@@ -315,6 +340,9 @@ def start_tracking(args: argparse.Namespace, space: Space, tracking_uri: str,
 
     client.log_batch(parent.info.run_id, params=[
         Param(k, str(v)[:6000]) for k, v in settings.items()])
+    if args.space_file:  # the narrowed space, as the user wrote it
+        client.log_text(parent.info.run_id, Path(args.space_file["path"]).read_text(),
+                        "space_file.yaml")
     state = ExperimentState(state_path(args.storage, args.experiment), {
         "parent_run_id": parent.info.run_id,
         "mlflow_experiment_id": experiment_id,
@@ -423,7 +451,13 @@ def _search(args: argparse.Namespace, space: Space, info: Any, state: Experiment
     stopping = threading.Thread(target=ray.shutdown, name="ray-shutdown")
     stopping.start()
     try:
-        return finish(args, space, state, results)
+        code = finish(args, space, state, results)
+        if code == 0 and args.export_best:
+            from experiment.export import write_best
+
+            print(f"best configuration written to "
+                  f"{write_best(state, args.experiment, args.export_best)}")
+        return code
     finally:
         stopping.join()
 

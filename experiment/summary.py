@@ -88,6 +88,30 @@ def best_checkpoint_file(result: Any, metric: str, mode: str) -> Path | None:
     return None
 
 
+def log_best_model(state: ExperimentState, space: Space, config: dict[str, Any],
+                   checkpoint_file: Path | None) -> str | None:
+    """Log the best checkpoint's model with ``mlflow.pytorch`` on the parent run; returns its
+    URI (None, with a warning, if it cannot be: the search's results stand regardless)."""
+    if checkpoint_file is None or not checkpoint_file.exists():
+        return None
+    try:
+        import mlflow
+
+        from datasets import get_dataset
+        from experiment.model_export import load_checkpoint_model, log_model
+
+        settings = state.data["settings"]
+        data = get_dataset(space.dataset).load(settings["data_path"], int(settings["seed"]),
+                                               settings.get("data_option") or {})
+        model = load_checkpoint_model(space, config, data, checkpoint_file)
+        mlflow.set_tracking_uri(state.data["tracking_uri"])
+        return log_model(state.data["parent_run_id"], model, data, config)
+    except Exception as exc:  # noqa: BLE001 - a missing export must not lose the search
+        print(f"warning: the best model was not logged to MLflow ({type(exc).__name__}: "
+              f"{str(exc).splitlines()[0][:200] if str(exc) else ''})")
+        return None
+
+
 def finish(args: argparse.Namespace, space: Space, state: ExperimentState, results: Any) -> int:
     """Print the summary, log it to the parent run, close the parent run; return exit code."""
     from mlflow.tracking import MlflowClient
@@ -181,6 +205,7 @@ def finish(args: argparse.Namespace, space: Space, state: ExperimentState, resul
         if checkpoint_file and checkpoint_file.exists():
             shutil.copy(checkpoint_file, Path(tmp) / "best_checkpoint.pt")
             client.log_artifact(parent, str(Path(tmp) / "best_checkpoint.pt"))
+    model_uri = log_best_model(state, space, best["config"], checkpoint_file)
     import time
 
     from mlflow.entities import Metric
@@ -189,11 +214,15 @@ def finish(args: argparse.Namespace, space: Space, state: ExperimentState, resul
     client.log_batch(parent, metrics=[Metric(k, float(v), now, 0) for k, v in summary.items()
                                       if isinstance(v, int | float)])
     client.set_tag(parent, "best_trial", best["trial"])
+    if model_uri:
+        client.set_tag(parent, "model_uri", model_uri)
     if best["run_id"]:
         client.set_tag(parent, "best_run_id", best["run_id"])
     client.set_terminated(parent, status="FINISHED")
 
     print(f"best checkpoint: {checkpoint_file}")
+    if model_uri:
+        print(f"best model:      mlflow.pytorch.load_model('{model_uri}')")
     uri = state.data["tracking_uri"]
     print(f"MLflow UI:       mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
           "  → http://127.0.0.1:5000")

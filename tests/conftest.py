@@ -138,9 +138,22 @@ def finished_search(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str
 
     cwd = tmp_path_factory.mktemp("finished-search")
     name = "small"
+    (cwd / "narrow.yaml").write_text(SPACE_FILE)
     result = run_cli("--space", "resnet1d", "--trials", "4", "--max-epochs", "3",
                      "--samples", "400", "--experiment", name, "--mlflow-uri", mlflow_server,
-                     cwd=cwd)
+                     "--space-file", "narrow.yaml", "--export-best", "best.yaml", cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     return SimpleNamespace(cwd=cwd, storage=cwd / "ray_results", experiment=name,
-                           uri=mlflow_server, stdout=result.stdout)
+                           uri=mlflow_server, stdout=result.stdout, space_file=cwd / "narrow.yaml",
+                           best=cwd / "best.yaml")
+
+
+#: The narrowed ``resnet1d`` space of the shared finished search (small, fast models).
+SPACE_FILE = """\
+space: resnet1d
+params:
+  n_stages: 2                          # fixed
+  lr: {low: 1e-3, high: 3.0e-3}        # narrowed (log scale kept); 1e-3 read as a string
+  batch_size: {choices: [32, 64]}      # changed choices
+  dropout: {low: 0.0, high: 0.2, step: 0.1}
+"""

@@ -122,3 +122,47 @@ def test_one_epoch_reports_objective_and_checkpoint_round_trips(name, tiny_data,
     fit(space, dict(space.seed_config), data, FitSettings(max_epochs=2, seed=0),
         report=lambda m, s: resumed.append(m), state=restored)
     assert [m["epoch"] for m in resumed] == [2], "resume must continue after the saved epoch"
+
+
+@pytest.fixture(scope="module")
+def mlflow_store(tmp_path_factory):
+    """A real SQLite MLflow store with one experiment (shared by the export tests)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    root = tmp_path_factory.mktemp("mlflow-export")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("export", artifact_location=(root / "art").as_uri())
+    return client, experiment
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_trained_model_exports_to_mlflow_and_predicts(name, tiny_data, tmp_path, mlflow_store):
+    """The best-model path: checkpoint → model → ``mlflow.pytorch`` (signature, input example)
+    → ``load_model("runs:/<id>/model")`` predicts what the trained model predicts."""
+    import mlflow
+
+    from experiment.model_export import load_checkpoint_model, log_model
+
+    space = registry()[name]
+    data = tiny_data(space.dataset)
+    config = dict(space.seed_config)
+    trained, states = [], []
+    fit(space, config, data, FitSettings(max_epochs=1, seed=0),
+        report=lambda m, s: states.append(s), prepare_model=lambda m: trained.append(m) or m)
+    save_state(states[-1], str(tmp_path))
+    model = load_checkpoint_model(space, config, data, tmp_path / "checkpoint.pt")
+
+    client, experiment = mlflow_store
+    run = client.create_run(experiment)
+    uri = log_model(run.info.run_id, model, data, config)
+    loaded = mlflow.pytorch.load_model(uri)
+    x = model_input(data, config, loaded)
+    trained[0].eval()
+    with torch.no_grad():
+        expected, got = trained[0](*x), loaded(*x)
+    assert got.shape == expected.shape and torch.allclose(got, expected, atol=1e-5)
+    info = mlflow.models.get_model_info(uri)
+    assert info.signature is not None and info.saved_input_example_info is not None

@@ -306,6 +306,13 @@ class GbdtKind:
             cache[key] = (np.concatenate(feats), np.concatenate(mets))
         return cache[key]
 
+    def ready_for_inference(self, model, data, cfg) -> None:
+        """A model loaded from a checkpoint holds only its iteration count: re-grow the
+        (seeded, hence identical) trees on the training split."""
+        if model.regressors is None and int(model.fitted_iterations) > 0:
+            features, met = self._features(data, data.train, cfg)
+            model.grow(features, met, int(model.fitted_iterations))
+
     def train_epoch(self, model, data, opt, cfg, rng, device):
         features, met = self._features(data, data.train, cfg)
         resumed = int(model.fitted_iterations)

@@ -1,0 +1,75 @@
+"""``--export-best FILE.yaml``: the best configuration of a finished search, ready for
+``launch.py train --config FILE.yaml``.
+
+The file holds the space, the flat configuration, where it came from (experiment, trial,
+objective value) and the data it was searched on, so a retrain needs nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from experiment.cli import BadInput
+from experiment.tracking import ExperimentState
+
+HEADER = ("# Best configuration of a scitune search. Retrain it alone with:\n"
+          "#   python launch.py train --config {file} --max-epochs N\n")
+
+
+def best_record(state: ExperimentState, experiment: str) -> dict[str, Any]:
+    """The ``best_config.json`` the search logged to its MLflow parent run."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(state.data["tracking_uri"])
+    try:
+        local = client.download_artifacts(state.data["parent_run_id"], "best_config.json")
+        return json.loads(Path(local).read_text())
+    except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
+        raise BadInput(f"experiment {experiment!r} has no best configuration yet; let the "
+                       "search finish (or --resume it) first") from None
+
+
+def check_target(path: str | Path) -> Path:
+    """Refuse (before any work) a target whose folder is missing or that is not YAML."""
+    path = Path(path).absolute()
+    if path.suffix not in (".yaml", ".yml"):
+        raise BadInput(f"--export-best {path}: name a .yaml file")
+    if not path.parent.is_dir():
+        raise BadInput(f"--export-best {path}: folder {path.parent} does not exist; create it")
+    if path.is_dir():
+        raise BadInput(f"--export-best {path} is a folder; name a file")
+    return path
+
+
+def write_best(state: ExperimentState, experiment: str, path: str | Path) -> Path:
+    """Write the best configuration of ``experiment`` to ``path`` (atomically)."""
+    import os
+    import tempfile
+
+    import yaml
+
+    path = check_target(path)
+    record = best_record(state, experiment)
+    settings = state.data["settings"]
+    metric = next((k for k in record if k not in ("space", "trial", "config")), None)
+    doc = {
+        "space": record["space"],
+        "source": {"experiment": experiment, "trial": record.get("trial"),
+                   "tracking_uri": state.data["tracking_uri"],
+                   "parent_run_id": state.data["parent_run_id"]},
+        "objective": {"metric": metric, "value": record.get(metric)},
+        # a user's file by its absolute path (the search may have named it relative to its cwd)
+        "data": {"path": settings.get("data") if settings.get("data") in (None, "digits")
+                 else settings.get("data_path"),
+                 "options": settings.get("data_option") or {},
+                 "samples": settings.get("samples"), "seed": settings.get("seed", 0)},
+        "config": record["config"],
+    }
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(HEADER.format(file=path.name))
+        yaml.safe_dump(doc, f, sort_keys=False)
+    os.replace(tmp, path)
+    return path
