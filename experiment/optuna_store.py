@@ -87,6 +87,7 @@ class StudyMirror:
         if self._storage is None:
             import optuna
 
+            optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study" line
             storage = open_storage(self.path)
             if self._fresh:  # a new experiment reusing the name of a deleted one
                 try:
