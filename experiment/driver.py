@@ -415,7 +415,8 @@ def _search(args: argparse.Namespace, space: Space, info: Any, state: Experiment
             mirror=StudyMirror(journal, args.experiment, space.mode, fresh=True),
         )
         tracker = MlflowTracker(state.data["tracking_uri"], str(state.path), args.max_epochs,
-                                run_tags(args, space), space.metric)
+                                run_tags(args, space), space.metric,
+                                seed_config=dict(space.seed_config))
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(

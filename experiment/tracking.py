@@ -120,8 +120,10 @@ class MlflowTracker(Callback):
     """
 
     def __init__(self, tracking_uri: str, state_path: str, max_epochs: int,
-                 run_tags: dict[str, str], metric: str):
+                 run_tags: dict[str, str], metric: str, seed_config: dict[str, Any] | None = None):
         self.metric = metric
+        #: the trial with exactly this configuration gets the tag ``scitune.seed=true``
+        self.seed_config = {k: str(v) for k, v in (seed_config or {}).items()}
         self.tracking_uri = tracking_uri
         self.state_path = str(state_path)
         self.max_epochs = max_epochs
@@ -208,6 +210,9 @@ class MlflowTracker(Callback):
             "trial_id": trial_id,
             "scitune.run": "trial",
         })
+        seed = getattr(self, "seed_config", None)  # absent in states pickled before it existed
+        if seed and {k: str(v) for k, v in flatten(config).items()} == seed:
+            tags["scitune.seed"] = "true"
         run = self.client.create_run(self.state.data["mlflow_experiment_id"], tags=tags)
         params = [Param(k, str(v)[:6000]) for k, v in sorted(flatten(config).items())]
         for start in range(0, len(params), 100):

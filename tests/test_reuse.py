@@ -41,6 +41,9 @@ def test_space_file_narrows_the_search_and_is_recorded(finished_search):
     stored = state.data["settings"]["space_file"]
     assert stored["params"]["n_stages"] == 2
     client = MlflowClient(finished_search.uri)
+    seed_runs = [r for r in state.data["trials"].values()
+                 if client.get_run(r["run_id"]).data.tags.get("scitune.seed") == "true"]
+    assert len(seed_runs) == 1 and seed_runs[0]["config"]["lr"] == 1e-3  # the projected seed
     text = client.download_artifacts(state.data["parent_run_id"], "space_file.yaml")
     assert yaml.safe_load(open(text))["params"]["batch_size"] == {"choices": [32, 64]}
 
