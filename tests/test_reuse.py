@@ -239,3 +239,17 @@ def test_search_with_a_bad_space_file_exits_2_and_creates_nothing(tmp_path):
     assert_one_error_line(result.stderr, "bad.yaml")
     assert "simulating" not in result.stderr, "a malformed range is refused before any work"
     assert not (tmp_path / "ray_results").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_resume_searches_the_stored_space(finished_search):
+    """``--resume`` takes the space file from the experiment (and refuses a new one)."""
+    refused = run_cli("--resume", "--experiment", finished_search.experiment, "--space-file",
+                      str(finished_search.space_file), "--mlflow-uri", finished_search.uri,
+                      cwd=finished_search.cwd)
+    assert refused.returncode == 2 and "drop --space-file" in refused.stderr
+    resumed = run_cli("--resume", "--experiment", finished_search.experiment,
+                      cwd=finished_search.cwd)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    # the projected seed (lr 1e-3, batch 64, 2 stages) is still recognised as the seed
+    assert "seed configuration: val_top1" in resumed.stdout
