@@ -67,8 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="launch.py",
         description="Optuna-driven hyperparameter search on Ray Tune with ASHA and MLflow. "
-                    "Sub-command: 'launch.py blackout --experiment NAME' (occlusion map of a "
-                    "finished classifier search; --help after it for its flags).",
+                    "Sub-commands (--help after each for its flags): 'report --experiment NAME' "
+                    "(pictures of a search, logged to MLflow), 'compare NAME [NAME...]' (best "
+                    "trials of several searches, from MLflow), 'train --config FILE.yaml' "
+                    "(retrain an --export-best configuration, test-set metrics), 'blackout "
+                    "--experiment NAME' (occlusion map of a classifier search).",
     )
     p.add_argument("--space", default=None,
                    help="registered search space (default resnet1d; --list-spaces)")
