@@ -179,6 +179,7 @@ def test_cli_on_digits(tmp_path, space):
         c.info.run_id, "figures/epoch_001")] for c in children)
 
 
+@pytest.mark.slow  # two CLI searches, ~75 s; `make test-slow`
 def test_two_stage_ae_then_ewm_through_mlflow(tmp_path):
     """Stage one is an 'ae' search; 'ewm' reads its best checkpoint back from MLflow."""
     db = tmp_path / "mlflow.db"

@@ -59,6 +59,7 @@ def test_search_on_a_two_node_cluster_uses_both_nodes(two_node_cluster, tmp_path
 
 
 
+@pytest.mark.slow  # ~60-95 s of Ray Train start-up and a kill; `make test-slow`
 def test_multi_worker_trial_trains_checkpoints_and_resumes(tmp_path):
     db = tmp_path / "mlflow.db"
     storage = tmp_path / "ray"
