@@ -40,7 +40,7 @@ RUN_KIND_TAG = "scitune.run"
 #: CPU share of the Tune trial that drives a multi-worker (Ray Train) trial.
 DRIVER_CPU = 0.01
 #: Shipped to every node of a cluster joined with --address (the code trials import).
-RUNTIME_EXCLUDES = [".git", ".venv", "ray_results", "mlflow.db", "mlartifacts", "*.h5", "*.pt",
+RUNTIME_EXCLUDES = [".git", ".venv", "ray_results", "mlflow.db", "mlartifacts", "reports", "*.h5", "*.pt",
                     "__pycache__", ".pytest_cache", ".ruff_cache"]
 
 
