@@ -16,15 +16,14 @@ writes synchronously on Tune's event loop.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 JOURNAL_FILE = "optuna.log"
 RAY_TRIAL_ATTR = "ray_trial_id"
-log = logging.getLogger(__name__)
 
 
 def journal_path(storage: str | os.PathLike[str]) -> Path:
@@ -80,7 +79,7 @@ class StudyMirror:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_storage=None, _study_id=None)
+        state.update(_storage=None, _study_id=None, _broken=False)  # a resume tries again
         return state
 
     def _open(self) -> tuple[Any, int]:
@@ -106,10 +105,15 @@ class StudyMirror:
         return self._storage, self._study_id
 
     def _guard(self, what: str, fn: Any, *args: Any) -> None:
+        if getattr(self, "_broken", False):
+            return
         try:
             fn(*args)
         except Exception as exc:  # noqa: BLE001 - a view never stops the search
-            log.warning("Optuna journal %s: %s failed (%s)", self.path, what, exc)
+            # once, not per trial: the search goes on without its Optuna copy
+            self._broken = True
+            print(f"warning: Optuna journal {self.path}: {what} failed ({exc}); the search "
+                  "goes on without it", file=sys.stderr)
 
     def started(self, ray_trial_id: str, params: dict[str, Any],
                 distributions: dict[str, Any]) -> None:

@@ -95,3 +95,15 @@ def test_progress_line_counts_and_estimates():
     assert "trials 1/4 done (1 stopped early), 1 running" in line
     assert "best val_top1 0.25 (trial_a1)" in line
     assert "~3m" in line  # 60 s per trial, 3 to go
+
+
+def test_an_unwritable_journal_never_stops_the_search(tmp_path, capsys):
+    from experiment.optuna_store import StudyMirror
+
+    (tmp_path / "optuna.log").mkdir()  # a folder where the journal file should be
+    searcher = PlatformOptunaSearch(space=space, metric="acc", mode="max", max_epochs=3, seed=0,
+                                    mirror=StudyMirror(tmp_path / "optuna.log", "exp", "max"))
+    drive(searcher)
+    assert [t.state.name for t in searcher._ot_study.trials] == ["COMPLETE", "PRUNED", "FAIL"]
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "Optuna journal" in line]
+    assert len(warnings) == 1, warnings  # said once, not once per event
