@@ -7,7 +7,11 @@ after the other in one run. A trial reports ``--reports`` times, sleeping
 SuccessiveHalvingPruner for (a) and ASHA for (b) and (c), both with reduction factor 3 and a
 grace of one report. Ideal = total sleep actually done / concurrency.
 
+``--systems`` picks the systems (the first is the baseline). ``platform-warm`` is (c) joining a
+Ray that is already running (``--address``), as on a cluster: Ray's own start is not timed.
+
     python bench/overhead.py --trials 200 --trial-seconds 1 --concurrency 2
+    python bench/overhead.py --trials 200 --trial-seconds 1 --systems optuna,platform,platform-warm
 """
 
 from __future__ import annotations
@@ -91,27 +95,53 @@ def run_tune(args: argparse.Namespace) -> dict:
     return {"steps": steps}
 
 
-def run_platform(args: argparse.Namespace) -> dict:
+def platform_env(args: argparse.Namespace) -> dict:
+    return dict(os.environ, SCITUNE_PLUGINS="sleep_space",
+                SCITUNE_BENCH_EPOCH_S=str(args.trial_seconds / args.reports),
+                PYTHONPATH=os.pathsep.join([str(REPO / "bench" / "plugins"), str(REPO)]))
+
+
+def run_platform(args: argparse.Namespace, address: str | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ, SCITUNE_PLUGINS="sleep_space",
-                   SCITUNE_BENCH_EPOCH_S=str(args.trial_seconds / args.reports),
-                   PYTHONPATH=os.pathsep.join([str(REPO / "bench" / "plugins"), str(REPO)]))
+        env = platform_env(args)
         cmd = [sys.executable, str(REPO / "launch.py"), "--space", "sleep",
                "--trials", str(args.trials), "--max-epochs", str(args.reports),
                "--grace-epochs", "1", "--samples", "42", "--concurrency", str(args.concurrency),
                "--experiment", "bench", "--storage", f"{tmp}/ray",
                "--mlflow-uri", f"sqlite:///{tmp}/mlflow.db"]
+        if address:
+            cmd += ["--address", address]
+        start = time.perf_counter()
         done = subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True)
+        wall = time.perf_counter() - start
         if done.returncode != 0:
             raise SystemExit(f"platform run failed:\n{done.stderr[-3000:]}")
         from experiment.tracking import state_path
 
         state = json.loads(state_path(f"{tmp}/ray", "bench").read_text())
         steps = sum(int(t["last_step"]) for t in state["trials"].values())
-    return {"steps": steps}
+    return {"steps": steps, "wall": wall} if address else {"steps": steps}
 
 
-MODES = {"optuna": run_optuna, "tune": run_tune, "platform": run_platform}
+def run_platform_warm(args: argparse.Namespace) -> dict:
+    """The platform joining a Ray that is already running (``--address``), as on a cluster:
+    Ray's start is not timed, the platform's own process is, from start to exit."""
+    import ray
+
+    os.environ.update(platform_env(args))  # the cluster's workers import the benchmark space
+    context = ray.init(address="local", num_cpus=args.concurrency, include_dashboard=True,
+                       dashboard_host="127.0.0.1", logging_level="ERROR")
+    try:
+        return run_platform(args, address=context.address_info["gcs_address"])
+    finally:
+        ray.shutdown()
+
+
+MODES = {"optuna": run_optuna, "tune": run_tune, "platform": run_platform,
+         "platform-warm": run_platform_warm}
+NAMES = {"optuna": "(a) Optuna n_jobs + SuccessiveHalving", "tune": "(b) Ray Tune defaults + ASHA",
+         "platform": "(c) this platform + ASHA",
+         "platform-warm": "(c') this platform + ASHA, joining a running Ray (--address)"}
 
 
 def measure(mode: str, args: argparse.Namespace) -> dict:
@@ -125,22 +155,28 @@ def measure(mode: str, args: argparse.Namespace) -> dict:
     if out.returncode != 0:
         raise SystemExit(f"{mode} failed:\n{out.stderr[-3000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
+    wall = result.get("wall", wall)  # modes that start something untimed time themselves
     work = result["steps"] * args.trial_seconds / args.reports
     return {"mode": mode, "wall": wall, "work": work, "ideal": work / args.concurrency}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--mode", choices=sorted(MODES))
+    p.add_argument("--mode", choices=sorted(MODES), help="internal: run one system")
     p.add_argument("--trials", type=int, default=200)
     p.add_argument("--trial-seconds", type=float, default=1.0)
     p.add_argument("--reports", type=int, default=5)
     p.add_argument("--concurrency", type=int, default=2)
+    p.add_argument("--systems", default="optuna,tune,platform",
+                   help=f"comma-separated, first is the baseline; from {', '.join(MODES)}")
     args = p.parse_args()
     if args.mode:
         print(json.dumps(MODES[args.mode](args)))
         return
-    rows = [measure(mode, args) for mode in ("optuna", "tune", "platform")]
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    if unknown := [s for s in systems if s not in MODES]:
+        p.error(f"--systems: unknown {', '.join(unknown)}; choose from {', '.join(MODES)}")
+    rows = [measure(mode, args) for mode in systems]
     base = rows[0]["wall"]
     base_eff = rows[0]["wall"] / rows[0]["ideal"]
     print(f"overhead: {args.trials} trials x {args.trial_seconds:g} s, {args.reports} reports, "
@@ -148,10 +184,8 @@ def main() -> None:
     print("| system | wall s | trial work s | ideal s | wall/ideal | wall ÷ (a)'s wall | "
           "wall/ideal ÷ (a)'s |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    names = {"optuna": "(a) Optuna n_jobs + SuccessiveHalving",
-             "tune": "(b) Ray Tune defaults + ASHA", "platform": "(c) this platform + ASHA"}
     for row in rows:
-        print(f"| {names[row['mode']]} | {row['wall']:.1f} | {row['work']:.1f} | "
+        print(f"| {NAMES[row['mode']]} | {row['wall']:.1f} | {row['work']:.1f} | "
               f"{row['ideal']:.1f} | {row['wall'] / row['ideal']:.2f} | "
               f"{row['wall'] / base:.2f} | {row['wall'] / row['ideal'] / base_eff:.2f} |")
     print("(ASHA and Optuna's SuccessiveHalving prune differently, so the systems do different "

@@ -19,7 +19,7 @@ FULL = [
     ["overhead.py", "--trials", "200", "--trial-seconds", "5"],
     ["step_parity.py", "--samples", "4000", "--epochs", "2", "--repeats", "3"],
     ["data_path.py", "--samples", "40000", "--repeats", "5"],
-    ["search_efficiency.py"],
+    ["search_efficiency.py", "--trials-json", str(HERE / "search_efficiency_trials.json")],
 ]
 QUICK = [
     ["overhead.py", "--trials", "40", "--trial-seconds", "1"],

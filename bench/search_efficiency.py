@@ -20,6 +20,7 @@ curves is written beside the table.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -69,6 +70,23 @@ def curve(db: Path, experiment: str, metric: str = "val_top1") -> list[tuple[int
     return out
 
 
+def trial_curves(db: Path, experiment: str, metric: str = "val_top1") -> list[dict]:
+    """Every trial's parameters and per-epoch ``metric``, in the order the trials started."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{db}")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.trial_id != ''",
+                              max_results=10000)
+    trials = []
+    for run in sorted(runs, key=lambda r: r.info.start_time):
+        history = sorted(client.get_metric_history(run.info.run_id, metric), key=lambda m: m.step)
+        trials.append({"trial_id": run.data.tags.get("trial_id"), "params": run.data.params,
+                       "seed": run.data.tags.get("scitune.seed") == "true",
+                       "values": [m.value for m in history]})
+    return trials
+
+
 def spent_to_reach(points: list[tuple[int, float]], target: float) -> int | None:
     return next((spent for spent, best in points if best >= target - 1e-12), None)
 
@@ -98,6 +116,8 @@ def main() -> None:
     p.add_argument("--tpe-trials", type=int, default=40, help="trials of the TPE+ASHA runs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", default=str(REPO / "bench" / "search_efficiency.png"))
+    p.add_argument("--trials-json", default=None,
+                   help="also write every trial's parameters and learning curve to this JSON file")
     args = p.parse_args()
     methods = {
         "grid": ["--space", "resnet1d_grid", "--trials", str(GRID_TRIALS), "--searcher", "random",
@@ -108,12 +128,15 @@ def main() -> None:
         "TPE+ASHA, pruned told as complete": ["--space", "resnet1d", "--trials",
                                               str(args.tpe_trials), "--pruned-trials", "complete"],
     }
-    curves = {}
+    curves, trials = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, flags) in enumerate(methods.items()):
             experiment = f"m{i}"
             db = run_method(Path(tmp), experiment, flags, args)
             curves[name] = curve(db, experiment)
+            trials[name] = trial_curves(db, experiment)
+    if args.trials_json:
+        Path(args.trials_json).write_text(json.dumps(trials, indent=1))
     grid_best = curves["grid"][-1][1]
     grid_spent = curves["grid"][-1][0]
     print(f"search efficiency: resnet1d, {args.samples or 'default'} samples, up to "

@@ -35,6 +35,7 @@ from datasets.base import (
     cache_dir,
     cache_key,
     memmap_dataset,
+    read_h5,
 )
 
 VERSION = 2  # 2: images in [-0.95, 0.95]
@@ -137,9 +138,7 @@ def load(path: str, seed: int, options: Mapping[str, str]) -> DataSplits:
     """The images' splits with the codes added (``arrays['codes']``) and the AE described."""
     import dataclasses
 
-    import h5py
-
-    with h5py.File(path, "r") as f:
+    with read_h5(path) as f:
         images_path = str(f.attrs["images"])
         ae_config = json.loads(f.attrs["ae_config"])
     data = larcv.load(images_path, seed, _image_options(options))

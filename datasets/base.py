@@ -109,7 +109,10 @@ def cache_key(**params: Any) -> str:
 def atomic_h5(path: str | os.PathLike[str]) -> Iterator[Any]:
     """Open a temporary HDF5 file beside ``path`` and rename it into place on success.
 
-    A crash or error leaves no partial file at ``path``.
+    A crash or error leaves no partial file at ``path``. The private temporary file is
+    written without HDF5's ``flock``: a process forked while it is open (Ray starting its
+    daemons beside data generation) inherits the descriptor, and an inherited exclusive lock
+    would make the renamed file unreadable until that process closed it.
     """
     import h5py
 
@@ -118,7 +121,7 @@ def atomic_h5(path: str | os.PathLike[str]) -> Iterator[Any]:
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
     os.close(fd)
     try:
-        with h5py.File(tmp, "w") as f:
+        with h5py.File(tmp, "w", locking=False) as f:
             yield f
         os.replace(tmp, path)
     except BaseException:
@@ -175,14 +178,24 @@ def check_hdf5_file(path: str) -> None:
         raise DataError(f"--data {path}: not an HDF5 file; convert it (see README 'Data')")
 
 
-def open_h5(path: str):
-    """Open an HDF5 file read-only; truncated or damaged files raise :class:`DataError`."""
+def read_h5(path: str | os.PathLike[str]):
+    """``h5py.File(path, "r")`` that also works where the file system has no ``flock``
+    (common on cluster storage); a lock held by a writer still refuses the open."""
     import h5py
 
+    return h5py.File(path, "r", locking="best-effort")
+
+
+def open_h5(path: str):
+    """Open a user's HDF5 file read-only; a file that another process is writing, or a
+    truncated or damaged one, raises :class:`DataError`."""
     check_hdf5_file(path)
     try:
-        return h5py.File(path, "r")
+        return read_h5(path)
     except OSError as exc:
+        if "unable to lock file" in str(exc):
+            raise DataError(f"--data {path}: another process has the file open for writing; "
+                            "wait until it has finished, or pass a finished copy") from None
         raise DataError(
             f"--data {path}: HDF5 file is damaged or truncated ({str(exc).splitlines()[0]}); "
             "re-create or re-copy it"
@@ -231,9 +244,7 @@ def check_finite(ds: Any, path: str, key: str, chunk_rows: int = 4096) -> None:
 def memmap_dataset(path: str, key: str) -> np.ndarray:
     """A read-only view of ``path[key]``: ``numpy.memmap`` when the dataset is contiguous and
     uncompressed (the fast, shared path), an in-memory copy otherwise (chunked/compressed)."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
+    with read_h5(path) as f:
         ds = f[key]
         offset = ds.id.get_offset()
         if ds.chunks is None and ds.compression is None and offset is not None:

@@ -38,6 +38,7 @@ from datasets.base import (
     check_finite,
     memmap_dataset,
     open_h5,
+    read_h5,
     reject_unknown_options,
     require_dataset,
     split_indices,
@@ -126,12 +127,10 @@ class ToChannelsFirst:
 
 
 def load(path: str, seed: int, options: Mapping[str, str]) -> DataSplits:
-    import h5py
-
     images = memmap_dataset(path, "images")
     met = np.asarray(memmap_dataset(path, "met"), dtype=np.float32)
     arrays = {"x": images, "met": met}
-    with h5py.File(path, "r") as f:
+    with read_h5(path) as f:
         channels = json.loads(f.attrs.get("channels", "[]")) or \
             [f"channel_{i}" for i in range(images.shape[-1])]
         eta_max = float(f.attrs.get("eta_max", 2.5))

@@ -43,6 +43,7 @@ from datasets.base import (
     int_option,
     memmap_dataset,
     open_h5,
+    read_h5,
     reject_unknown_options,
     require_dataset,
     split_indices,
@@ -173,10 +174,8 @@ def image_scale(images: np.ndarray, train: np.ndarray, stored: float | None) -> 
 
 def load(path: str, seed: int, options: Mapping[str, str]) -> DataSplits:
     """Memory-map the images; seeded split; per-batch scaling to [-1, 1]."""
-    import h5py
-
     images = memmap_dataset(path, "images")
-    with h5py.File(path, "r") as f:
+    with read_h5(path) as f:
         stored_scale = f.attrs.get("scale")
         labels = np.asarray(f["labels"][()], dtype=np.int64) if "labels" in f \
             else np.zeros(images.shape[0], dtype=np.int64)

@@ -41,6 +41,7 @@ from datasets.base import (
     int_option,
     memmap_dataset,
     open_h5,
+    read_h5,
     reject_unknown_options,
     require_dataset,
     split_indices,
@@ -210,11 +211,9 @@ def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str
 
 def load(path: str, seed: int, options: Mapping[str, str]) -> DataSplits:
     """Memory-map a prepared file and split it (split fixed by ``data_seed``)."""
-    import h5py
-
     x = memmap_dataset(path, "patterns")
     y = np.asarray(memmap_dataset(path, "labels"), dtype=np.int64)
-    with h5py.File(path, "r") as f:
+    with read_h5(path) as f:
         label_set = str(f.attrs.get("label_set", "bravais"))
     if label_set == "space_group":
         y = y - 1

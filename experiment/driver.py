@@ -364,6 +364,7 @@ def run_tags(args: argparse.Namespace, space: Space) -> dict[str, str]:
 def _search(args: argparse.Namespace, space: Space, info: Any, state: ExperimentState,
             exp_dir: str, data_path: str, concurrency: int, dashboard: str | None) -> int:
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
 
     from experiment.optuna_store import StudyMirror, journal_path
     from experiment.progress import ProgressLine
@@ -404,6 +405,13 @@ def _search(args: argparse.Namespace, space: Space, info: Any, state: Experiment
                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); {hint}"
                            ) from None
     else:
+        # Tune's own loggers: result.json (read back for the results table, and by anyone
+        # looking at a trial folder) is kept; the CSV and TensorBoard copies of every result
+        # are not written (MLflow holds every metric). The profile of the overhead benchmark
+        # showed their per-result writes and flushes on Tune's event loop, which every trial
+        # waits on at each report. SCITUNE_TUNE_LOGGERS=all brings them back.
+        if os.environ.get("SCITUNE_TUNE_LOGGERS", "json") != "all":
+            os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
         searcher = PlatformOptunaSearch(
             space=partial(space.suggest, info=info),
             metric=space.metric,
@@ -435,7 +443,7 @@ def _search(args: argparse.Namespace, space: Space, info: Any, state: Experiment
                 name=args.experiment,
                 storage_path=args.storage,
                 # --verbose: Ray's own tables; otherwise one progress line
-                callbacks=[tracker] + ([] if args.verbose else [ProgressLine(
+                callbacks=[tracker, JsonLoggerCallback()] + ([] if args.verbose else [ProgressLine(
                     args.trials, space.metric, space.mode, args.max_epochs)]),
                 checkpoint_config=tune.CheckpointConfig(
                     num_to_keep=2, checkpoint_score_attribute=space.metric,

@@ -121,6 +121,43 @@ def test_worker_killed_mid_trial_resumes_from_checkpoint(tmp_path):
         assert steps(client, run) == [1, 2, 3, 4]
 
 
+def _reported_results(experiment_dir: Path) -> int:
+    """How many results the search's trials have written so far (lines of their result.json)."""
+    total = 0
+    for result_file in experiment_dir.glob("trial_*/result.json"):
+        try:
+            total += sum(1 for line in result_file.read_text().splitlines() if line.strip())
+        except OSError:  # being written
+            pass
+    return total
+
+
+def _wait_then_kill(driver: subprocess.Popen, experiment_dir: Path, rng: random.Random,
+                    by_progress: bool, timeout: float = 600) -> bool:
+    """Kill the driver's whole tree at a random point; False if it ended first.
+
+    A time kill lands at a random moment of start-up or the first trials; a progress kill lands
+    a random fraction of a second after the round's first new result, so it cannot be outrun
+    by a fast search: it fires while work is left, wherever the resumed search is.
+    """
+    start = time.time()
+    kill_at = start + rng.uniform(3.0, 8.0) if not by_progress else None
+    before = _reported_results(experiment_dir)
+    while time.time() - start < timeout:
+        if driver.poll() is not None:
+            return False
+        if kill_at is None and _reported_results(experiment_dir) > before:
+            kill_at = time.time() + rng.uniform(0.0, 0.5)
+        if kill_at is not None and time.time() >= kill_at:
+            kill_tree(driver.pid)
+            driver.wait(timeout=60)
+            return True
+        time.sleep(0.05)
+    kill_tree(driver.pid)
+    raise AssertionError(f"the driver neither reported nor ended in {timeout:.0f} s")
+
+
+@pytest.mark.slow  # ~50 s: four driver starts; keeps the default suite under ~10 min
 def test_driver_killed_at_random_points_then_resumed(tmp_path):
     """Seeded random SIGKILLs of the whole driver; each time --resume; then exactly once."""
     rng = random.Random(1234)
@@ -138,13 +175,12 @@ def test_driver_killed_at_random_points_then_resumed(tmp_path):
         driver = subprocess.Popen([sys.executable, str(REPO / "launch.py"), *args],
                                   cwd=tmp_path, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE, text=True)
-        delay = rng.uniform(4.0, 16.0) if kills < 3 else None
-        try:
-            driver.wait(timeout=delay if delay else 600)
-        except subprocess.TimeoutExpired:
-            kill_tree(driver.pid)
-            kills += 1
-            continue
+        if kills < 3:
+            # first kill by time (start-up or first trials), then by progress
+            if _wait_then_kill(driver, storage / "chaos", rng, by_progress=kills > 0):
+                kills += 1
+                continue
+        driver.wait(timeout=600)
         assert driver.returncode == 0, driver.stderr.read()[-3000:]
         break
     assert kills >= 2, "the search ended before the driver could be killed twice"

@@ -39,5 +39,5 @@ def suggest(trial: Any, info: Any) -> None:
 
 register_kind("sleep", SleepKind())
 register(Space(name="sleep", suggest=suggest, seed_config={"x": 0.5, "lr": 5e-3},
-               build=lambda config, info: nn.Linear(1, 1), kind="sleep", dataset="xrd",
+               build=lambda config, info: nn.Linear(info.input_shape[-1], 1), kind="sleep", dataset="xrd",
                metric="score", mode="max", description="benchmark: fixed sleep per epoch"))
