@@ -393,6 +393,14 @@ def _search(args: argparse.Namespace, space: Space, info: Any, state: Experiment
     print(f"Optuna study {args.experiment!r}: optuna-dashboard {journal} --host 127.0.0.1")
     sys.stdout.flush()
 
+    # Tune's own loggers: result.json (read back for the results table, and by anyone looking
+    # at a trial folder) is kept; the CSV and TensorBoard copies of every result are not
+    # written (MLflow holds every metric). The profile of the overhead benchmark showed their
+    # per-result writes and flushes on Tune's event loop, which every trial waits on at each
+    # report. SCITUNE_TUNE_LOGGERS=all brings them back. Set for a resumed search too: its
+    # callbacks (JsonLoggerCallback among them) come back from the saved state.
+    if os.environ.get("SCITUNE_TUNE_LOGGERS", "json") != "all":
+        os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     if args.resume and tune.Tuner.can_restore(exp_dir):
         try:
             tuner = tune.Tuner.restore(exp_dir, trainable=trainable,
@@ -405,13 +413,6 @@ def _search(args: argparse.Namespace, space: Space, info: Any, state: Experiment
                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); {hint}"
                            ) from None
     else:
-        # Tune's own loggers: result.json (read back for the results table, and by anyone
-        # looking at a trial folder) is kept; the CSV and TensorBoard copies of every result
-        # are not written (MLflow holds every metric). The profile of the overhead benchmark
-        # showed their per-result writes and flushes on Tune's event loop, which every trial
-        # waits on at each report. SCITUNE_TUNE_LOGGERS=all brings them back.
-        if os.environ.get("SCITUNE_TUNE_LOGGERS", "json") != "all":
-            os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
         searcher = PlatformOptunaSearch(
             space=partial(space.suggest, info=info),
             metric=space.metric,

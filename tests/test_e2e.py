@@ -64,6 +64,11 @@ def test_search_end_to_end(tmp_path):
                  and c.data.params.get("lr") == "0.0005"]
     assert seed_runs, "the seed configuration must be one of the trials"
     assert {"lr", "n_stages", "stages/0/dim", "batch_size"} <= set(children[0].data.params)
+    # Tune writes result.json per trial, not its CSV and TensorBoard copies (MLflow has them)
+    trial_dirs = list((tmp_path / "ray" / "e2e").glob("trial_*"))
+    assert len(trial_dirs) == 4 and all((d / "result.json").stat().st_size > 0 for d in trial_dirs)
+    assert not list((tmp_path / "ray" / "e2e").glob("trial_*/progress.csv"))
+    assert not list((tmp_path / "ray" / "e2e").glob("trial_*/events.out.tfevents*"))
 
 
 

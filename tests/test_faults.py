@@ -236,6 +236,11 @@ def test_ctrl_c_leaves_no_run_running_and_resume_finishes(tmp_path):
     client, parents, children = children_of(db, "ctrlc")
     assert parents[0].info.status == "FINISHED" and len(children) == 3
     assert all(r.info.status == "FINISHED" for r in children)
+    # the resumed search keeps the fresh one's Tune loggers: result.json only
+    trial_dirs = list((storage / "ctrlc").glob("trial_*"))
+    assert trial_dirs and all((d / "result.json").stat().st_size > 0 for d in trial_dirs)
+    assert not list((storage / "ctrlc").glob("trial_*/progress.csv"))
+    assert not list((storage / "ctrlc").glob("trial_*/events.out.tfevents*"))
 
 
 def test_damaged_state_gives_a_way_forward(tmp_path):
