@@ -37,6 +37,7 @@ STORED_SETTINGS = ("space", "trials", "max_epochs", "grace_epochs", "searcher", 
 #: MLflow tag telling a search's parent run ("search"), its trials ("trial") and retrains
 #: of an exported configuration ("train") apart
 RUN_KIND_TAG = "scitune.run"
+STORAGE_TAG = "scitune.storage"  # the --storage of a search's parent run
 #: CPU share of the Tune trial that drives a multi-worker (Ray Train) trial.
 DRIVER_CPU = 0.01
 #: Shipped to every node of a cluster joined with --address (the code trials import).
@@ -215,6 +216,26 @@ def settings_of(args: argparse.Namespace, data_path: str, samples: int) -> dict[
             "space_file": args.space_file}
 
 
+def _stopped_during_setup(exp_dir: str, storage: str, name: str, remote: bool) -> bool:
+    """What a search stopped during its set-up leaves: an empty experiment folder, no state."""
+    folder = Path(exp_dir)
+    return (not remote and folder.is_dir() and not any(folder.iterdir())
+            and not state_path(storage, name).exists())
+
+
+def _close_orphaned_parents(client: Any, experiment_id: str, tags: dict[str, str]) -> None:
+    """Mark KILLED the parent runs of earlier starts of this search that were stopped during
+    set-up (created in MLflow, never recorded in the experiment state, so never resumable)."""
+    keys = (RUN_KIND_TAG, STORAGE_TAG, "mlflow.runName")
+    if any("'" in tags[key] for key in keys):  # not expressible in MLflow's filter syntax
+        return
+    query = " and ".join(f"tags.`{key}` = '{tags[key]}'"
+                         for key in keys)
+    for run in client.search_runs([experiment_id], filter_string=f"{query} and "
+                                  "attributes.status = 'RUNNING'", max_results=100):
+        client.set_terminated(run.info.run_id, status="KILLED")
+
+
 def run_search(args: argparse.Namespace) -> int:
     """Run (or resume) one search; returns the exit code."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
@@ -241,6 +262,10 @@ def run_search(args: argparse.Namespace) -> int:
         exp_dir = join(storage, args.experiment)
         state_file = state_path(storage, args.experiment)
         if not state_file.exists():
+            if _stopped_during_setup(exp_dir, storage, args.experiment, remote):
+                raise BadInput(f"--resume: experiment {args.experiment!r} was stopped during its "
+                               "set-up, before any trial ran, so there is nothing to resume; "
+                               "run the search again without --resume (same --experiment)")
             raise BadInput(f"--resume: no experiment {args.experiment!r} in {storage}; "
                            "check --experiment and --storage")
         try:
@@ -270,9 +295,16 @@ def run_search(args: argparse.Namespace) -> int:
         name = args.experiment or f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}"
         args.experiment = name
         exp_dir = join(storage, name)
-        if (not remote and Path(exp_dir).exists()) or state_path(storage, name).exists():
+        if _stopped_during_setup(exp_dir, storage, name, remote):
+            # nothing was recorded, so nothing is lost: the search starts again from scratch
+            print(f"experiment {name!r} was stopped during its set-up before; starting it again")
+            Path(exp_dir).rmdir()
+        elif state_path(storage, name).exists():
             raise BadInput(f"experiment {name!r} already exists in {storage}; continue it with "
                            "--resume or choose another --experiment")
+        elif not remote and Path(exp_dir).exists():
+            raise BadInput(f"{exp_dir} already exists and is not a search of this platform "
+                           "(no recorded state); choose another --experiment or move it aside")
         samples = args.samples or spec.default_samples
         if args.space_file is not None:  # parsed now; checked against the space with its data
             from experiment.space_file import read
@@ -334,6 +366,10 @@ def start_tracking(args: argparse.Namespace, space: Space, tracking_uri: str,
     experiment_id = open_mlflow_experiment(tracking_uri, args.experiment)
     tags = run_tags(args, space)
     tags["mlflow.runName"] = f"{args.experiment} (search)"
+    tags[STORAGE_TAG] = args.storage if is_uri(args.storage) else str(Path(args.storage).resolve())
+    # this start has no recorded state (it is fresh), so a RUNNING parent of the same search
+    # is left over from a start stopped between creating it and recording the state
+    _close_orphaned_parents(client, experiment_id, tags)
     parent = client.create_run(experiment_id, tags=tags)
     settings = settings_of(args, data_path, samples)
     from mlflow.entities import Param

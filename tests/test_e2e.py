@@ -126,3 +126,49 @@ def test_resume_refuses_unknown_experiment_and_other_space(tmp_path):
                      "--storage", str(tmp_path / "r"), cwd=tmp_path)
     assert result.returncode == 2 and "searches space 'resnet1d'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_search_stopped_during_set_up_is_started_again_not_resumed(tmp_path):
+    """A start killed during set-up leaves an empty experiment folder and no state: --resume
+    says to start again; a folder that is not a search of this platform is never touched."""
+    storage = tmp_path / "r"
+    (storage / "setup").mkdir(parents=True)
+    result = run_cli("--resume", "--experiment", "setup", "--storage", str(storage), cwd=tmp_path)
+    assert result.returncode == 2 and "stopped during its set-up" in result.stderr
+    assert "without --resume" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    foreign = storage / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("someone's results")
+    result = run_cli("--space", "resnet1d", "--trials", "1", "--experiment", "foreign",
+                     "--storage", str(storage), "--mlflow-uri", f"sqlite:///{tmp_path}/m.db",
+                     cwd=tmp_path)
+    assert result.returncode == 2 and "not a search of this platform" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert (foreign / "notes.txt").read_text() == "someone's results"
+    assert not (tmp_path / "m.db").exists()
+
+
+@pytest.mark.slow  # one small search
+def test_restart_after_a_start_stopped_during_set_up_closes_its_parent_run(tmp_path):
+    """A start stopped between creating its MLflow parent run and recording the state leaves
+    that run RUNNING and an empty experiment folder; starting again closes it as KILLED."""
+    from experiment.driver import RUN_KIND_TAG, STORAGE_TAG
+
+    db, storage = tmp_path / "mlflow.db", tmp_path / "ray"
+    (storage / "again").mkdir(parents=True)
+    client = MlflowClient(f"sqlite:///{db}")
+    experiment_id = client.create_experiment("again")
+    tags = {RUN_KIND_TAG: "search", STORAGE_TAG: str(storage.resolve()),
+            "mlflow.runName": "again (search)"}
+    orphan = client.create_run(experiment_id, tags=tags).info.run_id
+    other = client.create_run(experiment_id, tags=dict(tags, **{STORAGE_TAG: "/elsewhere"}))
+    result = run_cli("--space", "resnet1d", "--trials", "1", "--max-epochs", "1",
+                     "--samples", "100", "--experiment", "again", "--storage", str(storage),
+                     "--mlflow-uri", f"sqlite:///{db}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "was stopped during its set-up before; starting it again" in result.stdout
+    assert client.get_run(orphan).info.status == "KILLED"
+    assert client.get_run(other.info.run_id).info.status == "RUNNING"  # another storage's
+    _, parents, children = runs_of(db, "again")
+    new = [p for p in parents if p.info.run_id not in (orphan, other.info.run_id)]
+    assert len(new) == 1 and new[0].info.status == "FINISHED" and len(children) == 1
