@@ -146,6 +146,13 @@ def test_search_stopped_during_set_up_is_started_again_not_resumed(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert (foreign / "notes.txt").read_text() == "someone's results"
     assert not (tmp_path / "m.db").exists()
+    state = state_path(storage, "recorded")  # a recorded search is continued, not restarted
+    state.parent.mkdir(parents=True)
+    state.write_text(json.dumps({"parent_run_id": "x", "settings": {"space": "resnet1d"},
+                                 "trials": {}}))
+    result = run_cli("--space", "resnet1d", "--experiment", "recorded", "--storage", str(storage),
+                     cwd=tmp_path)
+    assert result.returncode == 2 and "continue it with --resume" in result.stderr
 
 
 @pytest.mark.slow  # one small search
