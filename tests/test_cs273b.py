@@ -128,7 +128,9 @@ def test_cli_mmnn_starts_from_earlier_branch_searches(tmp_path):
     assert wrong.returncode == 2 and "not 'cnn'" in wrong.stderr
 
 
-@pytest.mark.parametrize("space", ["cae", "mlp_ae", "pheno_nn"])
+# cae and mlp_ae (~18 s each) in the slow suite: the contract suite trains both in the default run
+@pytest.mark.parametrize("space", [pytest.param("cae", marks=pytest.mark.slow),
+                                   pytest.param("mlp_ae", marks=pytest.mark.slow), "pheno_nn"])
 def test_cli_search_of_each_remaining_space(tmp_path, space):
     db = tmp_path / "mlflow.db"
     result = run_cli("--space", space, "--trials", "2", "--max-epochs", "1", "--samples", "40",
