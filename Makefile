@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: search test test-slow lint clean-venv
+.PHONY: search test test-slow lint clean-venv gpu-check gpu-bundle gpu-check-offline
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,5 +25,20 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
+## Every GPU path proven on one CUDA GPU in <= 8 minutes (bench/gpu_check.py; results in
+## bench/gpu_check_out/). Its CPU dry run (--cpu-dry-run) is part of `make test`.
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py
+
 clean-venv:
 	rm -rf $(VENV)
+
+## The packages the offline GPU machine's image lacks (Ray, Optuna, MLflow, ...), for its
+## Python 3.12: .gpu_bundle/site.tar.xz (needs PyPI and a python3.12 here; carry that file).
+gpu-bundle:
+	bash bench/gpu_bundle.sh
+
+## On the GPU machine (no network): unpack the bundle, then run bench/gpu_check.py with it
+## (arguments in GPU_CHECK_ARGS, e.g. GPU_CHECK_ARGS=--cpu-dry-run).
+gpu-check-offline:
+	bash bench/gpu_check_offline.sh $(GPU_CHECK_ARGS)

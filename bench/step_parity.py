@@ -26,11 +26,15 @@ from search_spaces import get_space  # noqa: E402
 from trainables.loop import FitSettings, fit, make_optimizer  # noqa: E402
 
 
-def bare_epochs(space, config, data, epochs: int, seed: int = 0) -> int:
-    """A hand-written loop: same model, optimizer, batches and augmentation; no platform."""
+def bare_epochs(space, config, data, epochs: int, seed: int = 0, device: str = "cpu",
+                precision: str = "fp32") -> int:
+    """A hand-written loop: same model, optimizer, batches and augmentation; no platform.
+    ``precision`` fp32 or bf16 (autocast, as the platform's loop does)."""
     torch.manual_seed(seed)
-    model = space.build(config, data.info)
+    dev = torch.device(device)
+    model = space.build(config, data.info).to(dev)
     opt = make_optimizer(model, config)
+    mixed = precision == "bf16"
     x, y = data.arrays["x"], data.arrays["y"]
     batch, background = int(config["batch_size"]), float(config["background"])
     seen = 0
@@ -42,10 +46,11 @@ def bare_epochs(space, config, data, epochs: int, seed: int = 0) -> int:
             idx = np.sort(order[start : start + batch])
             if len(idx) < 2:
                 continue
-            xb = torch.from_numpy(np.asarray(x[idx], dtype=np.float32))
-            yb = torch.from_numpy(np.asarray(y[idx])).long()
-            xb = xb + torch.from_numpy(rng.uniform(0, background, (len(idx), 1))).float()
-            loss = F.cross_entropy(model(xb), yb)
+            xb = torch.from_numpy(np.asarray(x[idx], dtype=np.float32)).to(dev)
+            yb = torch.from_numpy(np.asarray(y[idx])).long().to(dev)
+            xb = xb + torch.from_numpy(rng.uniform(0, background, (len(idx), 1))).float().to(dev)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=mixed):
+                loss = F.cross_entropy(model(xb).float(), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -54,14 +59,22 @@ def bare_epochs(space, config, data, epochs: int, seed: int = 0) -> int:
         with torch.no_grad():
             for start in range(0, len(data.val), 256):
                 idx = data.val[start : start + 256]
-                model(torch.from_numpy(np.asarray(x[idx], dtype=np.float32)))
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=mixed):
+                    model(torch.from_numpy(np.asarray(x[idx], dtype=np.float32)).to(dev)).cpu()
                 seen += len(idx)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
     return seen
 
 
-def platform_epochs(space, config, data, epochs: int, figure_every: int = 3) -> int:
-    fit(space, config, data, FitSettings(max_epochs=epochs, seed=0, figure_every=figure_every),
+def platform_epochs(space, config, data, epochs: int, figure_every: int = 3,
+                    device: str = "cpu", precision: str = "fp32") -> int:
+    """The platform's :func:`fit` for ``epochs`` epochs; returns the samples it went through."""
+    fit(space, config, data, FitSettings(max_epochs=epochs, seed=0, figure_every=figure_every,
+                                         device=device, precision=precision),
         report=lambda m, s: None)
+    if device == "cuda":
+        torch.cuda.synchronize()
     per_epoch = (len(data.train) // 1) + len(data.val)
     return per_epoch * epochs
 

@@ -60,6 +60,13 @@ def worker_loop(payload: dict[str, Any]) -> None:
                 report_failure=ray.train.report, prepare_model=ray.train.torch.prepare_model)
 
 
+def ddp_backend(gpus_per_worker: float) -> str:
+    """The process-group backend of a DDP trial: NCCL when every worker has a whole GPU of
+    its own; gloo on CPU and when workers share a GPU (NCCL refuses two ranks on one device,
+    gloo all-reduces CUDA tensors through host memory)."""
+    return "nccl" if gpus_per_worker >= 1 else "gloo"
+
+
 def run_distributed_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     """The Tune trial body for ``ctx.workers`` > 1."""
     import ray.train
@@ -76,7 +83,7 @@ def run_distributed_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         train_loop_config={"config": config, "ctx": ctx},
         scaling_config=ray.train.ScalingConfig(num_workers=ctx.workers, use_gpu=use_gpu,
                                                resources_per_worker=resources),
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        torch_config=TorchConfig(backend=ddp_backend(ctx.gpus_per_worker)),
         run_config=ray.train.RunConfig(
             name=f"train_{tune.get_context().get_trial_id()}",
             storage_path=ctx.train_storage or os.path.join(tempfile.gettempdir(), "scitune"),

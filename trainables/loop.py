@@ -321,6 +321,8 @@ def fit(space: Any, config: Mapping[str, Any], data: DataSplits, settings: FitSe
     if settings.precision == "fp16":
         config[SCALER_KEY] = torch.amp.GradScaler(device.type)
     metrics: Metrics = {}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     for epoch in range(start_epoch + 1, settings.max_epochs + 1):
         t0 = time.perf_counter()
         rng = np.random.default_rng([settings.seed, epoch])
@@ -331,6 +333,8 @@ def fit(space: Any, config: Mapping[str, Any], data: DataSplits, settings: FitSe
             raise TrialDiverged(f"non-finite metrics at epoch {epoch}: {', '.join(bad)}")
         metrics["epoch"] = epoch
         metrics["epoch_seconds"] = time.perf_counter() - t0
+        if device.type == "cuda":  # what this process's trial holds on its GPU (MiB, peak)
+            metrics["gpu_memory_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
         if report is not None:
             new_state = {"model": core.state_dict(), "optimizer": opt.state_dict(),
                          "epoch": epoch}
