@@ -56,8 +56,9 @@ PLATFORM_ARGS=(--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64
 TARGET_ARGS=(--python-version "$PYVER" --implementation cp --only-binary=:all: "${PLATFORM_ARGS[@]}")
 
 # Not for the GPU check: torch is the image's own CUDA build (never bundled), the Optuna
-# dashboard is a UI for a person.
-SKIP_REQUIREMENTS="torch optuna-dashboard"
+# dashboard is a UI for a person, pymatgen serves the XRD generator's structure mode and its
+# checks, which the GPU check does not use.
+SKIP_REQUIREMENTS="torch optuna-dashboard pymatgen"
 # Imported at run time but only named in an optional extra of pyproject.toml.
 EXTRA_REQUIREMENTS="psutil"
 

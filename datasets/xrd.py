@@ -50,6 +50,7 @@ from datasets.xrd_physics import (
     BRAVAIS_LATTICES,
     BRAVAIS_TO_SYSTEM,
     CRYSTAL_SYSTEMS,
+    INTENSITIES,
     PatternGrid,
     simulate_patterns,
 )
@@ -66,6 +67,8 @@ OPTIONS = {
     "labels": "bravais (14 classes, default) or crystal_system (7)",
     "length": "points per synthetic pattern (default 2048)",
     "data_seed": "seed of the synthetic set and of the train/val/test split (default 0)",
+    "intensities": "random (|F|^2 drawn per line, default) or structure (from atoms of a random "
+                   "crystal structure in a space group of the lattice)",
 }
 
 
@@ -73,14 +76,16 @@ def _data_seed(options: Mapping[str, str]) -> int:
     return int_option(options, "data_seed", 0)
 
 
-def generate(samples: int, seed: int, grid: PatternGrid, path: Path) -> None:
+def generate(samples: int, seed: int, grid: PatternGrid, path: Path,
+             intensities: str = "random") -> None:
     """Write a class-balanced synthetic set of ``samples`` patterns to ``path`` atomically."""
     from tqdm import tqdm
 
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(samples) % len(BRAVAIS_LATTICES)).astype(np.int64)
     with tqdm(total=samples, desc="simulating XRD patterns", unit="pattern") as bar:
-        patterns = simulate_patterns(labels, seed, grid, progress=bar.update)
+        patterns = simulate_patterns(labels, seed, grid, progress=bar.update,
+                                     intensities=intensities)
     with atomic_h5(path) as f:
         f.create_dataset("patterns", data=patterns.astype(np.float32))
         f.create_dataset("labels", data=labels)
@@ -88,6 +93,7 @@ def generate(samples: int, seed: int, grid: PatternGrid, path: Path) -> None:
         f.attrs["label_set"] = "bravais"
         f.attrs["generator"] = f"scitune xrd v{GENERATOR_VERSION}"
         f.attrs["wavelength_angstrom"] = grid.wavelength
+        f.attrs["intensities"] = intensities
 
 
 def validate(path: str) -> None:
@@ -188,12 +194,16 @@ def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str
             raise DataError("--data-option length must be at least 256")
         if samples < 3 * len(BRAVAIS_LATTICES):
             raise DataError(f"--samples must be at least {3 * len(BRAVAIS_LATTICES)} for xrd")
+        intensities = options.get("intensities", "random")
+        if intensities not in INTENSITIES:
+            raise DataError(f"--data-option intensities must be one of {', '.join(INTENSITIES)}")
         grid = PatternGrid(length=length)
         data_seed = _data_seed(options)
-        key = cache_key(v=GENERATOR_VERSION, n=samples, seed=data_seed, grid=grid)
+        extra = {"intensities": intensities} if intensities != "random" else {}
+        key = cache_key(v=GENERATOR_VERSION, n=samples, seed=data_seed, grid=grid, **extra)
         target = cache_dir() / f"xrd-{samples}-{key}.h5"
         if not target.exists():
-            generate(samples, data_seed, grid, target)
+            generate(samples, data_seed, grid, target, intensities)
         return str(target)
     if not os.path.exists(path):
         raise DataError(f"--data {path}: no such file; check the path")

@@ -17,8 +17,12 @@ Patterns are generated for the 14 Bravais lattices:
 * a smooth random background, Poisson counting noise and a little Gaussian
   read-out noise; each pattern is finally normalised to a maximum of 1.
 
-Because ``|F|^2`` is random, only the line positions and their degeneracies
-carry the lattice information, as in real data of unknown structures.
+With the default ``intensities="random"`` ``|F|^2`` is drawn per line, so only the line
+positions and their degeneracies carry the lattice information. With
+``intensities="structure"`` the intensities come from atoms of a random crystal structure in
+a space group of the lattice (:mod:`datasets.xrd_structure`: form factors, Debye-Waller,
+extinctions of glides and screws), and the instrument adds a zero shift and a
+sample-displacement shift.
 
 Multiplicity convention: :func:`reflection_lines` reports the full
 crystallographic multiplicity, i.e. both members of every Friedel pair
@@ -41,6 +45,7 @@ __all__ = [
     "BRAVAIS_TO_SYSTEM",
     "CRYSTAL_SYSTEMS",
     "CU_KA",
+    "INTENSITIES",
     "Cell",
     "PatternGrid",
     "allowed",
@@ -386,19 +391,38 @@ def _background(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return bg / m if m > 0 else bg
 
 
+INTENSITIES = ("random", "structure")
+_ZERO_SHIFT = 0.05  # degrees 2theta: |zero-point error| of the goniometer, uniform
+_DISPLACEMENT = 0.002  # |sample displacement / goniometer radius|, uniform
+
+
 def simulate_pattern(
     bravais: str,
     rng: np.random.Generator,
     grid: PatternGrid = PatternGrid(),
     cell: Cell | None = None,
+    intensities: str = "random",
+    crystal: object | None = None,
 ) -> np.ndarray:
     """Simulate one normalised powder pattern, shape ``(grid.length,)`` float32, max 1.
 
+    ``crystal`` (a :class:`datasets.xrd_structure.Crystal`) renders that structure through
+    the same random instrument as ``intensities="structure"`` (its cell, its atoms).
+
     ``cell`` fixes the lattice parameters instead of drawing them with
     :func:`sample_lattice` (the rest of the pattern is still random).
+    ``intensities``: ``random`` draws ``|F|^2`` per line (positions and multiplicities carry
+    the class); ``structure`` computes them from a random crystal structure on the cell
+    (:func:`datasets.xrd_structure.random_crystal`: atoms on positions of a space group of
+    the lattice, form factors, Debye-Waller) and adds the instrument's zero shift and the
+    sample-displacement shift ``-2 (s/R) cos(theta)``.
     """
     if bravais not in BRAVAIS_LATTICES:
         raise ValueError(f"unknown Bravais lattice {bravais!r}")
+    if intensities not in INTENSITIES:
+        raise ValueError(f"intensities {intensities!r} not in {INTENSITIES}")
+    if crystal is not None:
+        cell, intensities = crystal.cell, "structure"  # type: ignore[attr-defined]
     if cell is None:
         cell = sample_lattice(bravais, rng)
     centring = bravais[1]
@@ -418,16 +442,31 @@ def simulate_pattern(
         return np.sqrt(np.maximum(u_par * t * t + v_par * t + w_par, _FWHM_FLOOR**2))
 
     margin = _WINDOW_FWHM * float(caglioti(np.array([min(t_hi + 5.0, 179.0)]))[0])
-    tt, mult, d = reflection_lines(cell, centring, lam, min(t_hi + margin, 179.0))
+    if intensities == "structure":
+        from datasets.xrd_structure import random_crystal, stick_pattern
 
-    # Integrated intensities: m |F|^2 DW LP with random |F|^2 and B.
-    f2 = rng.exponential(1.0, size=tt.size)
-    b_iso = rng.uniform(*_B_RANGE)
-    theta = np.radians(tt) / 2.0
-    sin_t, cos_t = np.sin(theta), np.cos(theta)
-    lp = (1.0 + np.cos(2.0 * theta) ** 2) / (sin_t**2 * cos_t)
-    dw = np.exp(-b_iso / (2.0 * d**2))  # = exp(-2 B sin^2(theta) / lambda^2)
-    area = mult * f2 * dw * lp
+        b_iso = float(rng.uniform(*_B_RANGE))
+        if crystal is None:
+            crystal, _ = random_crystal(bravais, cell, rng, b_iso=b_iso)
+        else:  # a given structure gets this pattern's Debye-Waller factor
+            from datasets.xrd_structure import Crystal
+
+            crystal = Crystal(crystal.cell, crystal.species, crystal.frac,  # type: ignore
+                              crystal.occupancy, np.full(len(crystal.species), b_iso))
+        tt, area = stick_pattern(crystal, lam, min(t_hi + margin, 179.0))
+        zero = rng.uniform(-_ZERO_SHIFT, _ZERO_SHIFT)
+        displacement = rng.uniform(-_DISPLACEMENT, _DISPLACEMENT)
+        tt = tt + zero - np.degrees(2.0 * displacement * np.cos(np.radians(tt) / 2.0))
+    else:
+        tt, mult, d = reflection_lines(cell, centring, lam, min(t_hi + margin, 179.0))
+        # Integrated intensities: m |F|^2 DW LP with random |F|^2 and B.
+        f2 = rng.exponential(1.0, size=tt.size)
+        b_iso = rng.uniform(*_B_RANGE)
+        theta = np.radians(tt) / 2.0
+        sin_t, cos_t = np.sin(theta), np.cos(theta)
+        lp = (1.0 + np.cos(2.0 * theta) ** 2) / (sin_t**2 * cos_t)
+        dw = np.exp(-b_iso / (2.0 * d**2))  # = exp(-2 B sin^2(theta) / lambda^2)
+        area = mult * f2 * dw * lp
 
     fwhm = caglioti(tt)
     near = (tt + _WINDOW_FWHM * fwhm >= t_lo) & (tt - _WINDOW_FWHM * fwhm <= t_hi)
@@ -456,8 +495,10 @@ def simulate_patterns(
     seed: int,
     grid: PatternGrid = PatternGrid(),
     progress: Callable[[int], None] | None = None,
+    intensities: str = "random",
 ) -> np.ndarray:
-    """Simulate ``len(labels)`` patterns, shape ``(N, grid.length)`` float32.
+    """Simulate ``len(labels)`` patterns, shape ``(N, grid.length)`` float32
+    (``intensities`` as in :func:`simulate_pattern`).
 
     ``labels`` holds Bravais indices into :data:`BRAVAIS_LATTICES` (or the
     symbols themselves).  Pattern ``i`` uses ``np.random.default_rng([seed, i])``
@@ -477,7 +518,8 @@ def simulate_patterns(
     out = np.empty((len(names), grid.length), dtype=np.float32)
     pending = 0
     for i, name in enumerate(names):
-        out[i] = simulate_pattern(name, np.random.default_rng([int(seed), i]), grid)
+        out[i] = simulate_pattern(name, np.random.default_rng([int(seed), i]), grid,
+                                  intensities=intensities)
         pending += 1
         if progress is not None and pending >= 64:
             progress(pending)
