@@ -24,7 +24,7 @@ from typing import Any
 
 from datasets import get_dataset
 from experiment.cli import BadInput, check_writable_dir, is_uri, resolve_mlflow_uri
-from experiment.tracking import ExperimentState, MlflowTracker, state_path
+from experiment.tracking import ExperimentState, MlflowTracker, ensure_sqlite_store, state_path
 from search_spaces import Space, get_space
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -196,6 +196,7 @@ def open_mlflow_experiment(tracking_uri: str, name: str) -> str:
     """Get or create the MLflow experiment ``name`` (artifacts beside a SQLite file)."""
     from mlflow.tracking import MlflowClient
 
+    ensure_sqlite_store(tracking_uri)
     client = MlflowClient(tracking_uri)
     existing = client.get_experiment_by_name(name)
     if existing is not None:
@@ -362,8 +363,8 @@ def start_tracking(args: argparse.Namespace, space: Space, tracking_uri: str,
     """Create the MLflow experiment and parent run and the durable experiment state."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri)
     experiment_id = open_mlflow_experiment(tracking_uri, args.experiment)
+    client = MlflowClient(tracking_uri)
     tags = run_tags(args, space)
     tags["mlflow.runName"] = f"{args.experiment} (search)"
     tags[STORAGE_TAG] = args.storage if is_uri(args.storage) else str(Path(args.storage).resolve())

@@ -143,8 +143,8 @@ def _train(args: argparse.Namespace, doc: Mapping[str, Any], space: Any, config:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise BadInput("--device cuda: no CUDA device here; use --device cpu")
-    client = MlflowClient(uri)
     experiment_id = open_mlflow_experiment(uri, name)
+    client = MlflowClient(uri)
     run = client.create_run(experiment_id, tags={
         RUN_KIND_TAG: "train", "space": space.name, "metric": space.metric, "mode": space.mode,
         "git_commit": git_commit(), "mlflow.runName": f"{space.name} retrain, {args.max_epochs} epochs",

@@ -44,6 +44,49 @@ SKIP_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "shou
                                      "node_id", "checkpoint_path", FAILURE_KEY}
 
 
+def ensure_sqlite_store(tracking_uri: str) -> None:
+    """Create a new SQLite tracking store atomically.
+
+    MLflow builds a fresh store's schema in dozens of migration steps (about a second); a
+    process killed in between leaves a half-built file on which every later start fails
+    ("table ... already exists"). Here the schema is built in a temporary file beside the
+    target and linked into place only when complete, so the store is either absent or whole.
+    Temporary files of dead processes are removed. Other URIs are left to MLflow."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    db = Path(tracking_uri[len("sqlite:///"):])
+    for stale in db.parent.glob(f".{db.name}.partial-*"):  # with SQLite's -journal files
+        pid = stale.name[len(f".{db.name}.partial-"):].split("-")[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            stale.unlink(missing_ok=True)
+    if db.exists():
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    partial = db.with_name(f".{db.name}.partial-{os.getpid()}")
+    partial.unlink(missing_ok=True)
+    try:
+        store = SqlAlchemyStore(f"sqlite:///{partial}", (db.parent / "mlartifacts").as_uri())
+        store.engine.dispose()
+        try:
+            os.link(partial, db)  # fails if another process created the store meanwhile
+        except FileExistsError:
+            pass
+    finally:
+        for leftover in (partial, partial.with_name(partial.name + "-journal")):
+            leftover.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def write_json_atomic(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
     """Write JSON to ``path`` via a temporary file and rename (never a half-written file).
 

@@ -1,0 +1,72 @@
+"""A new SQLite tracking store is created whole or not at all (a driver killed while MLflow
+migrates a fresh database must not leave a store every later start fails on)."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+
+from experiment.tracking import ensure_sqlite_store
+from tests.conftest import REPO
+
+CREATE = """
+import sys
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # imported before the clock
+from experiment.tracking import ensure_sqlite_store
+print("start", flush=True)
+ensure_sqlite_store(sys.argv[1])
+print("done", flush=True)
+"""
+
+
+def usable(db) -> bool:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{db}")
+    experiment_id = client.create_experiment(f"probe-{time.time_ns()}")
+    return client.get_experiment(experiment_id) is not None
+
+
+def test_store_is_created_once_and_whole(tmp_path):
+    db = tmp_path / "mlflow.db"
+    ensure_sqlite_store(f"sqlite:///{db}")
+    assert db.exists() and usable(db)
+    assert not list(tmp_path.glob(".mlflow.db.partial-*"))
+    before = db.stat().st_mtime_ns, db.stat().st_size
+    ensure_sqlite_store(f"sqlite:///{db}")  # an existing store is left as it is
+    assert (db.stat().st_mtime_ns, db.stat().st_size) == before
+    ensure_sqlite_store("http://127.0.0.1:9")  # not SQLite: nothing to do, nothing contacted
+
+
+def test_partial_files_of_dead_processes_are_removed(tmp_path):
+    finished = subprocess.run(["true"])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f".mlflow.db.partial-{dead.pid}"
+    stale.write_bytes(b"half a schema")
+    assert finished.returncode == 0
+    ensure_sqlite_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert not stale.exists() and usable(tmp_path / "mlflow.db")
+
+
+def test_a_kill_during_creation_leaves_no_store_or_a_whole_one(tmp_path):
+    rng = random.Random(7)
+    outcomes = []
+    for attempt in range(4):
+        db = tmp_path / f"attempt{attempt}" / "mlflow.db"
+        db.parent.mkdir()
+        proc = subprocess.Popen([sys.executable, "-c", CREATE, f"sqlite:///{db}"], cwd=REPO,
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "start"
+        time.sleep(rng.uniform(0.0, 0.8))  # inside MLflow's migrations (about a second)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        outcomes.append(db.exists())
+        # whatever the kill left, the next start works
+        ensure_sqlite_store(f"sqlite:///{db}")
+        assert usable(db), f"attempt {attempt}: the store is unusable after a kill"
+        assert not list(db.parent.glob(".mlflow.db.partial-*"))
+    assert outcomes.count(False) >= 1, "no kill landed before the store was complete"
