@@ -192,6 +192,17 @@ def check_resources(args: argparse.Namespace, trials: int, cluster: ClusterSnaps
     return min(args.concurrency, trials) if args.concurrency else fit
 
 
+def _has_tune_checkpoint(exp_dir: str) -> bool:
+    """Whether Tune checkpointed the experiment (its trials and its searcher's state) at least
+    once. A driver killed after Tune wrote ``tuner.pkl`` but before that first checkpoint leaves
+    nothing to restore: restoring it anyway gives a search generator without its state, which
+    Ray then sizes to one sample, so the resumed search ended after one trial. Such a search
+    starts its trials afresh instead (remote storage: assumed checkpointed)."""
+    if is_uri(exp_dir):
+        return True
+    return any(Path(exp_dir).glob("experiment_state-*.json"))
+
+
 def open_mlflow_experiment(tracking_uri: str, name: str) -> str:
     """Get or create the MLflow experiment ``name`` (artifacts beside a SQLite file)."""
     from mlflow.tracking import MlflowClient
@@ -438,7 +449,7 @@ def _search(args: argparse.Namespace, space: Space, info: Any, state: Experiment
     # callbacks (JsonLoggerCallback among them) come back from the saved state.
     if os.environ.get("SCITUNE_TUNE_LOGGERS", "json") != "all":
         os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    if args.resume and tune.Tuner.can_restore(exp_dir):
+    if args.resume and tune.Tuner.can_restore(exp_dir) and _has_tune_checkpoint(exp_dir):
         try:
             tuner = tune.Tuner.restore(exp_dir, trainable=trainable,
                                        resume_unfinished=True, resume_errored=False)

@@ -268,3 +268,33 @@ def test_damaged_state_gives_a_way_forward(tmp_path):
 
 
 pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+@pytest.mark.slow  # one kill and one resume: ~40 s
+def test_driver_killed_before_tunes_first_checkpoint_resumes_every_trial(tmp_path):
+    """Killed after Tune wrote tuner.pkl but before its first experiment checkpoint: --resume
+    runs every requested trial (restoring that state once ended the search after one)."""
+    db = tmp_path / "mlflow.db"
+    storage = tmp_path / "ray"
+    args = ["--space", "resnet1d", "--trials", "3", "--max-epochs", "1", "--samples", "300",
+            "--scheduler", "fifo", "--experiment", "early", "--mlflow-uri", f"sqlite:///{db}",
+            "--storage", str(storage)]
+    driver = subprocess.Popen([sys.executable, str(REPO / "launch.py"), *args], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    experiment_dir = storage / "early"
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and driver.poll() is None:
+            if (experiment_dir / "tuner.pkl").exists():
+                break
+            time.sleep(0.02)
+        assert not list(experiment_dir.glob("experiment_state-*.json")), "too late to kill"
+    finally:
+        kill_tree(driver.pid)
+    assert state_path(storage, "early").exists()
+    result = run_cli("--resume", "--experiment", "early", "--storage", str(storage), cwd=tmp_path)
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-2000:])
+    client, parents, children = children_of(db, "early")
+    finished = [r for r in children if r.info.status == "FINISHED"]
+    assert len(finished) == 3, [(r.info.status, r.data.tags.get("trial_id")) for r in children]
+    assert all(r.info.status != "RUNNING" for r in children)
