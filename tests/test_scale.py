@@ -36,6 +36,7 @@ def two_node_cluster():
         cluster.shutdown()
 
 
+@pytest.mark.slow  # ~85 s with the cluster's start; keeps the default suite near ~10 min
 def test_search_on_a_two_node_cluster_uses_both_nodes(two_node_cluster, tmp_path):
     address = two_node_cluster.address
     refused = run_cli("--address", address, "--trials", "1", "--experiment", "x",

@@ -213,8 +213,10 @@ def test_collapsed_generators_score_clearly_worse(tiny_data):
 
 # -- through the CLI -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("space,metric,figure", [("resnet18", "val_top1", "confusion_matrix.png"),
-                                                 ("dcgan", "val_quality", "samples.png")])
+@pytest.mark.parametrize("space,metric,figure", [
+    pytest.param("resnet18", "val_top1", "confusion_matrix.png",
+                 marks=pytest.mark.slow),  # ~36 s; the contract suite trains resnet18 by default
+    ("dcgan", "val_quality", "samples.png")])
 def test_cli_search_logs_runs_and_pictures(tmp_path, space, metric, figure):
     db = tmp_path / "mlflow.db"
     extra = ["--data-option", "charge_norm=scale"] if space == "dcgan" else []
