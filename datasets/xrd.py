@@ -51,6 +51,7 @@ from datasets.xrd_physics import (
     BRAVAIS_TO_SYSTEM,
     CRYSTAL_SYSTEMS,
     INTENSITIES,
+    ORIENTATIONS,
     PatternGrid,
     simulate_patterns,
 )
@@ -69,6 +70,8 @@ OPTIONS = {
     "data_seed": "seed of the synthetic set and of the train/val/test split (default 0)",
     "intensities": "random (|F|^2 drawn per line, default) or structure (from atoms of a random "
                    "crystal structure in a space group of the lattice)",
+    "orientation": "none (default) or march: March-Dollase preferred orientation along a "
+                   "random low-index axis, r 0.6-1.67 (needs intensities=structure)",
 }
 
 
@@ -77,7 +80,7 @@ def _data_seed(options: Mapping[str, str]) -> int:
 
 
 def generate(samples: int, seed: int, grid: PatternGrid, path: Path,
-             intensities: str = "random") -> None:
+             intensities: str = "random", orientation: str = "none") -> None:
     """Write a class-balanced synthetic set of ``samples`` patterns to ``path`` atomically."""
     from tqdm import tqdm
 
@@ -85,7 +88,7 @@ def generate(samples: int, seed: int, grid: PatternGrid, path: Path,
     labels = rng.permutation(np.arange(samples) % len(BRAVAIS_LATTICES)).astype(np.int64)
     with tqdm(total=samples, desc="simulating XRD patterns", unit="pattern") as bar:
         patterns = simulate_patterns(labels, seed, grid, progress=bar.update,
-                                     intensities=intensities)
+                                     intensities=intensities, orientation=orientation)
     with atomic_h5(path) as f:
         f.create_dataset("patterns", data=patterns.astype(np.float32))
         f.create_dataset("labels", data=labels)
@@ -94,6 +97,7 @@ def generate(samples: int, seed: int, grid: PatternGrid, path: Path,
         f.attrs["generator"] = f"scitune xrd v{GENERATOR_VERSION}"
         f.attrs["wavelength_angstrom"] = grid.wavelength
         f.attrs["intensities"] = intensities
+        f.attrs["orientation"] = orientation
 
 
 def validate(path: str) -> None:
@@ -197,13 +201,22 @@ def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str
         intensities = options.get("intensities", "random")
         if intensities not in INTENSITIES:
             raise DataError(f"--data-option intensities must be one of {', '.join(INTENSITIES)}")
+        orientation = options.get("orientation", "none")
+        if orientation not in ORIENTATIONS:
+            raise DataError(
+                f"--data-option orientation must be one of {', '.join(ORIENTATIONS)}")
+        if orientation != "none" and intensities != "structure":
+            raise DataError("--data-option orientation=march needs intensities=structure "
+                            "(texture acts on reflections of a crystal structure)")
         grid = PatternGrid(length=length)
         data_seed = _data_seed(options)
         extra = {"intensities": intensities} if intensities != "random" else {}
+        if orientation != "none":
+            extra["orientation"] = orientation
         key = cache_key(v=GENERATOR_VERSION, n=samples, seed=data_seed, grid=grid, **extra)
         target = cache_dir() / f"xrd-{samples}-{key}.h5"
         if not target.exists():
-            generate(samples, data_seed, grid, target, intensities)
+            generate(samples, data_seed, grid, target, intensities, orientation)
         return str(target)
     if not os.path.exists(path):
         raise DataError(f"--data {path}: no such file; check the path")

@@ -46,6 +46,7 @@ __all__ = [
     "CRYSTAL_SYSTEMS",
     "CU_KA",
     "INTENSITIES",
+    "ORIENTATIONS",
     "Cell",
     "PatternGrid",
     "allowed",
@@ -392,6 +393,10 @@ def _background(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 INTENSITIES = ("random", "structure")
+ORIENTATIONS = ("none", "march")
+#: low-index texture axes (reciprocal-lattice directions) of ``orientation="march"``
+_TEXTURE_AXES = ((0, 0, 1), (1, 0, 0), (0, 1, 0), (1, 1, 0), (1, 1, 1))
+_TEXTURE_RATIO = (0.6, 1.0 / 0.6)  # March-Dollase r, log-uniform: plates to needles
 _ZERO_SHIFT = 0.05  # degrees 2theta: |zero-point error| of the goniometer, uniform
 _DISPLACEMENT = 0.002  # |sample displacement / goniometer radius|, uniform
 
@@ -403,6 +408,7 @@ def simulate_pattern(
     cell: Cell | None = None,
     intensities: str = "random",
     crystal: object | None = None,
+    orientation: str = "none",
 ) -> np.ndarray:
     """Simulate one normalised powder pattern, shape ``(grid.length,)`` float32, max 1.
 
@@ -416,11 +422,17 @@ def simulate_pattern(
     (:func:`datasets.xrd_structure.random_crystal`: atoms on positions of a space group of
     the lattice, form factors, Debye-Waller) and adds the instrument's zero shift and the
     sample-displacement shift ``-2 (s/R) cos(theta)``.
+    ``orientation="march"`` (structure intensities only) adds March-Dollase preferred
+    orientation along a random low-index axis with ``r`` log-uniform in 0.6-1.67.
     """
     if bravais not in BRAVAIS_LATTICES:
         raise ValueError(f"unknown Bravais lattice {bravais!r}")
     if intensities not in INTENSITIES:
         raise ValueError(f"intensities {intensities!r} not in {INTENSITIES}")
+    if orientation not in ORIENTATIONS:
+        raise ValueError(f"orientation {orientation!r} not in {ORIENTATIONS}")
+    if orientation != "none" and intensities != "structure" and crystal is None:
+        raise ValueError("preferred orientation needs intensities='structure'")
     if crystal is not None:
         cell, intensities = crystal.cell, "structure"  # type: ignore[attr-defined]
     if cell is None:
@@ -453,7 +465,11 @@ def simulate_pattern(
 
             crystal = Crystal(crystal.cell, crystal.species, crystal.frac,  # type: ignore
                               crystal.occupancy, np.full(len(crystal.species), b_iso))
-        tt, area = stick_pattern(crystal, lam, min(t_hi + margin, 179.0))
+        texture = None
+        if orientation == "march":
+            axis = _TEXTURE_AXES[int(rng.integers(len(_TEXTURE_AXES)))]
+            texture = (axis, float(np.exp(rng.uniform(*np.log(_TEXTURE_RATIO)))))
+        tt, area = stick_pattern(crystal, lam, min(t_hi + margin, 179.0), texture=texture)
         zero = rng.uniform(-_ZERO_SHIFT, _ZERO_SHIFT)
         displacement = rng.uniform(-_DISPLACEMENT, _DISPLACEMENT)
         tt = tt + zero - np.degrees(2.0 * displacement * np.cos(np.radians(tt) / 2.0))
@@ -496,9 +512,10 @@ def simulate_patterns(
     grid: PatternGrid = PatternGrid(),
     progress: Callable[[int], None] | None = None,
     intensities: str = "random",
+    orientation: str = "none",
 ) -> np.ndarray:
     """Simulate ``len(labels)`` patterns, shape ``(N, grid.length)`` float32
-    (``intensities`` as in :func:`simulate_pattern`).
+    (``intensities`` and ``orientation`` as in :func:`simulate_pattern`).
 
     ``labels`` holds Bravais indices into :data:`BRAVAIS_LATTICES` (or the
     symbols themselves).  Pattern ``i`` uses ``np.random.default_rng([seed, i])``
@@ -519,7 +536,7 @@ def simulate_patterns(
     pending = 0
     for i, name in enumerate(names):
         out[i] = simulate_pattern(name, np.random.default_rng([int(seed), i]), grid,
-                                  intensities=intensities)
+                                  intensities=intensities, orientation=orientation)
         pending += 1
         if progress is not None and pending >= 64:
             progress(pending)

@@ -34,7 +34,7 @@ import numpy as np
 from datasets.xrd_physics import CU_KA, Cell, _cached_half_space, metric_tensor
 
 __all__ = ["Crystal", "Site", "bravais_lattice", "expand", "form_factors", "lattice_matrix",
-           "stick_pattern"]
+           "march_dollase", "stick_pattern"]
 
 #: one atom site of an asymmetric unit: (element, (x, y, z) fractional)
 Site = tuple[str, tuple[float, float, float]]
@@ -92,10 +92,30 @@ def form_factors(elements: Sequence[str], s2: np.ndarray) -> np.ndarray:
     return out
 
 
+def march_dollase(hkl: np.ndarray, g_star: np.ndarray, axis: Sequence[float],
+                  ratio: float) -> np.ndarray:
+    """March-Dollase preferred-orientation factor of each reflection, shape ``(len(hkl),)``:
+    ``P = (r^2 cos^2 a + sin^2 a / r)^(-3/2)`` with ``a`` the angle between the reflection's
+    scattering vector and the texture axis ``axis`` (a reciprocal-lattice direction, e.g.
+    (0, 0, 1) for plates lying on (001)). ``r < 1``: plates, ``r > 1``: needles, ``r = 1``:
+    none. ``P`` averages to 1 over all directions, so the total intensity is kept."""
+    axis = np.asarray(axis, dtype=np.float64)
+    dots = hkl @ g_star @ axis
+    norms = np.sqrt(np.einsum("ni,ij,nj->n", hkl, g_star, hkl) * (axis @ g_star @ axis))
+    cos2 = np.clip((dots / np.where(norms > 0, norms, 1.0)) ** 2, 0.0, 1.0)
+    return (ratio**2 * cos2 + (1.0 - cos2) / ratio) ** -1.5
+
+
 def stick_pattern(crystal: Crystal, wavelength: float = CU_KA, two_theta_max: float = 80.0,
-                  two_theta_min: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                  two_theta_min: float = 0.0,
+                  texture: tuple[Sequence[float], float] | None = None,
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Powder lines of ``crystal``: ``(two_theta_deg, integrated_intensity)`` sorted by angle
-    (absolute units, electrons^2 times LP; lines whose intensity is 0 by symmetry are dropped)."""
+    (absolute units, electrons^2 times LP; lines whose intensity is 0 by symmetry are dropped).
+
+    ``texture = (axis, r)`` applies March-Dollase preferred orientation (:func:`march_dollase`)
+    to every reflection before the members of a line are summed, so a line averages the factor
+    over its symmetry-equivalent reflections."""
     tt_max = min(float(two_theta_max), 179.999)
     d_min = wavelength / (2.0 * np.sin(np.radians(tt_max) / 2.0))
     g_star = np.linalg.inv(metric_tensor(crystal.cell))
@@ -128,6 +148,8 @@ def stick_pattern(crystal: Crystal, wavelength: float = CU_KA, two_theta_max: fl
     theta = np.radians(two_theta / 2.0)
     lp = (1.0 + np.cos(2.0 * theta) ** 2) / (np.sin(theta) ** 2 * np.cos(theta))
     intensity = 2.0 * np.abs(structure_factor) ** 2 * lp  # x2: the Friedel mates
+    if texture is not None:
+        intensity *= march_dollase(hkl, g_star, texture[0], float(texture[1]))
     order = np.argsort(two_theta, kind="stable")
     two_theta, intensity = two_theta[order], intensity[order]
     key = np.round(two_theta / _MERGE_DEG).astype(np.int64)

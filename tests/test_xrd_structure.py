@@ -183,3 +183,56 @@ def test_reference_file_is_read_by_data_with_spglib_labels(tmp_path):
     assert not np.array_equal(x[0], x[1])  # two instrument settings of one structure differ
     with h5py.File(path, "r") as f:
         assert f["names"][0].decode() == f"{REFERENCE_STRUCTURES[0].name} #0"
+
+
+def test_march_dollase_keeps_total_intensity_over_all_directions():
+    from datasets.xrd_structure import march_dollase
+
+    directions = np.random.default_rng(3).normal(size=(200_000, 3))
+    for ratio in (0.6, 1.0, 1.67):
+        factor = march_dollase(directions, np.eye(3), (0, 0, 1), ratio)
+        assert factor.mean() == pytest.approx(1.0, abs=0.01)
+    plates = march_dollase(np.array([[0, 0, 1.0], [1.0, 0, 0]]), np.eye(3), (0, 0, 1), 0.6)
+    assert plates[0] == pytest.approx(0.6**-3) and plates[1] == pytest.approx(0.6**1.5)
+
+
+def test_plate_texture_on_001_strengthens_00l_lines_exactly_by_march_dollase(crystals):
+    rutile = crystals["rutile"]  # tetragonal: the 00l line holds only (00l), h00 only (h00)/(0h0)
+    wavelength = GRID.wavelength
+    plain = dict(zip(*(np.round(a, 6) for a in stick_pattern(rutile, wavelength, 80.0)),
+                     strict=True))
+    same = stick_pattern(rutile, wavelength, 80.0, texture=((0, 0, 1), 1.0))
+    assert np.allclose(same[1], list(plain.values()))
+    two_theta, textured = stick_pattern(rutile, wavelength, 80.0, texture=((0, 0, 1), 0.6))
+    textured_by_angle = dict(zip(np.round(two_theta, 6), textured, strict=True))
+
+    def line(h: int, k: int, l: int) -> float:  # noqa: E741
+        d = 1.0 / np.sqrt((h * h + k * k) / rutile.cell[0] ** 2 + l * l / rutile.cell[2] ** 2)
+        return float(np.round(2 * np.degrees(np.arcsin(wavelength / (2 * d))), 6))
+
+    assert textured_by_angle[line(0, 0, 2)] / plain[line(0, 0, 2)] == pytest.approx(0.6**-3)
+    assert textured_by_angle[line(2, 0, 0)] / plain[line(2, 0, 0)] == pytest.approx(0.6**1.5)
+
+
+def test_preferred_orientation_option_is_seeded_and_refused_without_structures(tmp_path,
+                                                                               monkeypatch):
+    from datasets import get_dataset
+    from datasets.base import DataError
+    from datasets.xrd_physics import simulate_pattern
+
+    def pattern(orientation: str) -> np.ndarray:
+        return simulate_pattern("tP", np.random.default_rng([8, 2]), GRID,
+                                intensities="structure", orientation=orientation)
+
+    textured = pattern("march")
+    assert np.array_equal(textured, pattern("march"))
+    assert not np.array_equal(textured, pattern("none"))
+    with pytest.raises(ValueError, match="intensities='structure'"):
+        simulate_pattern("tP", np.random.default_rng(0), GRID, orientation="march")
+    monkeypatch.setenv("SCITUNE_CACHE", str(tmp_path))
+    spec = get_dataset("xrd")
+    with pytest.raises(DataError, match="needs intensities=structure"):
+        spec.prepare(None, 100, 0, {"orientation": "march"})
+    with pytest.raises(DataError, match="orientation must be one of"):
+        spec.prepare(None, 100, 0, {"intensities": "structure", "orientation": "tilted"})
+    assert not list(tmp_path.rglob("*.h5"))
