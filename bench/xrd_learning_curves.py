@@ -46,6 +46,10 @@ class Plateau(Exception):
     """Raised from the report callback to end a run whose validation top-1 has plateaued."""
 
 
+class TimeCap(Exception):
+    """Raised from the report callback to end a run that used up its ``--max-minutes``."""
+
+
 def parse_variant(text: str) -> dict[str, str]:
     """``"a=1+b=2"`` → ``{"a": "1", "b": "2"}`` (empty text: the generator's defaults)."""
     options = {}
@@ -67,9 +71,11 @@ def real_set(work: Path, settings: int, length: int):
 
 
 def train_curve(options: dict[str, str], size: int, largest: int, seed: int, val_count: int,
-                max_epochs: int, patience: int, min_gain: float, real) -> dict:
+                max_epochs: int, patience: int, min_gain: float, real,
+                max_minutes: float = float("inf"), progress=None) -> dict:
     """Train the seed configuration on ``size`` patterns; return its per-epoch curve and the
-    best epoch's scores on the validation patterns and on the real-structure set ``real``."""
+    best epoch's scores on the validation patterns and on the real-structure set ``real``.
+    ``progress(curve)`` is called after every epoch (to save a run that is killed)."""
     space = get_space("resnet1d")
     spec = get_dataset(space.dataset)
     data = spec.load(spec.prepare(None, largest, 0, options), 0, options)
@@ -90,8 +96,12 @@ def train_curve(options: dict[str, str], size: int, largest: int, seed: int, val
         print(f"  epoch {int(metrics['epoch']):3d}: val top-1 {metrics['val_top1']:.3f} "
               f"top-3 {metrics['val_top3']:.3f}  train loss {metrics['train_loss']:.3f} "
               f"({metrics['epoch_seconds']:.0f} s)", flush=True)
+        if progress is not None:
+            progress(curve)
         if metrics["epoch"] - best["epoch"] >= patience:
             raise Plateau
+        if time.perf_counter() - started > 60 * max_minutes:
+            raise TimeCap
 
     try:
         fit(space, dict(space.seed_config), data,
@@ -99,6 +109,8 @@ def train_curve(options: dict[str, str], size: int, largest: int, seed: int, val
         stopped = "max_epochs"
     except Plateau:
         stopped = "plateau"
+    except TimeCap:
+        stopped = "time cap"
     top1 = [row["val_top1"] for row in curve]
     at = {e: top1[e - 1] for e in (9,) if len(top1) >= e}
     config = dict(space.seed_config)
@@ -143,7 +155,7 @@ def table(results: dict[str, list[dict]]) -> str:
             lines.append(
                 f"| `{variant or 'defaults'}` | {size} ({runs[0]['train_patterns']}) | "
                 f"{len(runs)} | {cell(runs, 'val_top1_at_epoch_9')} | "
-                f"{cell(runs, 'best_val_top1')} | {cell(runs, 'best_epoch').split(' ')[0]} | "
+                f"{cell(runs, 'best_val_top1')} | {'/'.join(str(r['best_epoch']) for r in runs)} | "
                 f"{epochs} ({stops}) | {minutes} | {cell(runs, 'val_system_top1')} | "
                 f"{cell(runs, 'real_bravais_top1')} | {cell(runs, 'real_bravais_top3')} | "
                 f"{cell(runs, 'real_system_top1')} |")
@@ -151,37 +163,56 @@ def table(results: dict[str, list[dict]]) -> str:
 
 
 def plot(results: dict[str, list[dict]], path: Path) -> None:
-    """Val top-1 against epoch (one panel per variant) and best val top-1 against size."""
+    """Top row: val top-1 against epoch, one panel per variant, and best val top-1 against
+    size. Bottom row: train loss against epoch (a loss that keeps falling while val top-1 is
+    flat is a model memorising too little data)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     variants = list(results)
-    fig, axes = plt.subplots(1, len(variants) + 1, figsize=(4.2 * (len(variants) + 1), 3.6),
-                             squeeze=False)
+    columns = len(variants) + 1
+    fig, axes = plt.subplots(2, columns, figsize=(4.2 * columns, 6.6), squeeze=False)
     sizes = sorted({r["size"] for rows in results.values() for r in rows})
     colours = dict(zip(sizes, plt.cm.viridis(np.linspace(0.1, 0.85, len(sizes))), strict=True))
-    for ax, variant in zip(axes[0], variants, strict=False):
+    for column, variant in enumerate(variants):
+        top, bottom = axes[0][column], axes[1][column]
         for r in results[variant]:
             epochs = [c["epoch"] for c in r["curve"]]
-            ax.plot(epochs, [c["val_top1"] for c in r["curve"]], color=colours[r["size"]],
-                    label=f"{r['size']} (seed {r['seed']})", lw=1.2)
-        ax.axhline(1 / 14, color="grey", ls=":", lw=1)
-        ax.axvline(9, color="grey", ls="--", lw=0.8)
-        ax.set(title=variant or "defaults", xlabel="epoch", ylabel="val Bravais top-1",
-               ylim=(0, 1))
-        ax.legend(fontsize=7)
+            label = f"{r['size']} (seed {r['seed']})"
+            top.plot(epochs, [c["val_top1"] for c in r["curve"]], color=colours[r["size"]],
+                     label=label, lw=1.2)
+            bottom.plot(epochs, [c["train_loss"] for c in r["curve"]],
+                        color=colours[r["size"]], label=label, lw=1.2)
+        top.axhline(1 / 14, color="grey", ls=":", lw=1)
+        for ax in (top, bottom):
+            ax.axvline(9, color="grey", ls="--", lw=0.8)
+        top.set(title=variant or "defaults", ylabel="val Bravais top-1", ylim=(0, 1))
+        bottom.axhline(np.log(14), color="grey", ls=":", lw=1)
+        bottom.set(xlabel="epoch (dashed: default --max-epochs)", ylabel="train loss",
+                   ylim=(0, None))
+        top.legend(fontsize=7)
     ax = axes[0][-1]
     for variant in variants:
-        rows = results[variant]
+        rows = [r for r in results[variant] if r["curve"]]
         xs = sorted({r["size"] for r in rows})
-        best = [np.median([r["best_val_top1"] for r in rows if r["size"] == s]) for s in xs]
+        best = [np.median([max(c["val_top1"] for c in r["curve"]) for r in rows
+                           if r["size"] == s]) for s in xs]
         ax.plot(xs, best, "o-", label=variant or "defaults")
+        real = [np.median([r["real_bravais_top1"] for r in rows if r["size"] == s
+                           and r.get("real_bravais_top1") is not None] or [np.nan]) for s in xs]
+        ax.plot(xs, real, "s--", color=ax.lines[-1].get_color(), alpha=0.7,
+                label=f"{variant or 'defaults'}: real structures")
     ax.axhline(1 / 14, color="grey", ls=":", lw=1)
-    ax.set(xscale="log", xlabel="synthetic patterns (70 % train)", ylabel="best val top-1",
-           title="plateau against data", ylim=(0, 1))
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, [f"{s / 1000:g}k" for s in sizes])
+    ax.minorticks_off()
+    ax.set(xlabel="synthetic patterns (70 % train)",
+           ylabel="Bravais top-1 of the best epoch", title="against data (dotted: chance)",
+           ylim=(0, 1))
     ax.legend(fontsize=7)
+    axes[1][-1].axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -201,10 +232,14 @@ def main() -> None:
                    help="stop after this many epochs without a val top-1 gain (5)")
     p.add_argument("--min-gain", type=float, default=0.005,
                    help="smallest val top-1 gain that counts as progress (0.005)")
+    p.add_argument("--max-minutes", type=float, default=float("inf"),
+                   help="end a run after the epoch that passes this many minutes (no cap)")
     p.add_argument("--settings", type=int, default=5,
                    help="instrument settings per real structure in the real-structure set (5)")
     p.add_argument("--out", default="bench/xrd_learning_curves",
                    help="output prefix: PREFIX.json, PREFIX.png (bench/xrd_learning_curves)")
+    p.add_argument("--plot-only", action="store_true",
+                   help="redraw the picture and print the table from the JSON file, train nothing")
     args = p.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
     largest = max(sizes)
@@ -215,17 +250,37 @@ def main() -> None:
     json_path = out.with_suffix(".json")
     results: dict[str, list[dict]] = (json.loads(json_path.read_text())
                                       if json_path.exists() else {})
+    if args.plot_only:
+        plot(results, out.with_suffix(".png"))
+        print(table(results))
+        return
     for variant in args.variants.split(","):
         options = parse_variant(variant)
         real = real_set(out.parent, args.settings, int(options.get("length", 2048)))
         for size in sizes:
             for seed in range(args.seeds):
                 rows = results.setdefault(variant, [])
-                if any(r["size"] == size and r["seed"] == seed for r in rows):
+                if any(r["size"] == size and r["seed"] == seed and r["stopped"] != "killed"
+                       for r in rows):
                     continue
+                rows[:] = [r for r in rows if not (r["size"] == size and r["seed"] == seed)]
                 print(f"{variant or 'defaults'}: {size} patterns, seed {seed}", flush=True)
-                rows.append(train_curve(options, size, largest, seed, args.val,
-                                        args.max_epochs, args.patience, args.min_gain, real))
+                partial = {"size": size, "seed": seed, "stopped": "killed", "epochs": 0,
+                           "train_patterns": int(round(TRAIN_FRACTION * size)), "curve": [],
+                           "seconds": 0, "best_val_top1": None}
+                rows.append(partial)
+
+                def save(curve: list[dict], partial: dict = partial) -> None:
+                    top1 = [c["val_top1"] for c in curve]
+                    partial.update(curve=curve, epochs=len(curve), best_val_top1=max(top1),
+                                   best_epoch=int(np.argmax(top1)) + 1,
+                                   val_top1_at_epoch_9=top1[8] if len(top1) > 8 else None,
+                                   seconds=round(sum(c["epoch_seconds"] for c in curve)))
+                    json_path.write_text(json.dumps(results, indent=1) + "\n")
+
+                row = train_curve(options, size, largest, seed, args.val, args.max_epochs,
+                                  args.patience, args.min_gain, real, args.max_minutes, save)
+                rows[rows.index(partial)] = row
                 json_path.write_text(json.dumps(results, indent=1) + "\n")
                 plot(results, out.with_suffix(".png"))
     print(table(results))
