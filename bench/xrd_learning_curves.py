@@ -117,13 +117,17 @@ def train_curve(options: dict[str, str], size: int, largest: int, seed: int, val
     model = space.build(config, data.info)
     model.load_state_dict(best_weights)
     kind, cpu = KINDS[space.kind], torch.device("cpu")
-    synthetic = scores(*kind.predict(model, data, data.val, config, cpu))
+    val_probs, val_labels = kind.predict(model, data, data.val, config, cpu)
+    synthetic = scores(val_probs, val_labels)
+    confusion = np.zeros((data.info.num_classes,) * 2, dtype=int)
+    np.add.at(confusion, (val_labels, val_probs.argmax(1)), 1)
     every = np.arange(len(real.arrays["y"]))
     on_real = scores(*kind.predict(model, real, every, config, cpu))
     print(f"  best epoch {best['epoch']}: val Bravais {synthetic['bravais_top1']:.3f}, system "
           f"{synthetic['system_top1']:.3f}; real Bravais {on_real['bravais_top1']:.3f}, "
           f"system {on_real['system_top1']:.3f}", flush=True)
-    return {**{f"val_{k}": v for k, v in synthetic.items()},
+    return {"val_confusion": confusion.tolist(),  # rows: true class, columns: predicted
+            **{f"val_{k}": v for k, v in synthetic.items()},
             **{f"real_{k}": v for k, v in on_real.items()},
             "size": size, "train_patterns": len(train), "val_patterns": len(data.val),
             "seed": seed, "stopped": stopped, "epochs": len(curve),
