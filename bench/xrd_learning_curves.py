@@ -229,6 +229,9 @@ def main() -> None:
     p.add_argument("--sizes", default="4000,16000,64000",
                    help="data-set sizes (--samples), 70 %% of each trains (4000,16000,64000)")
     p.add_argument("--seeds", type=int, default=1, help="training seeds per run (1)")
+    p.add_argument("--pool", type=int, default=None,
+                   help="size of the generated set every size draws from (the largest size); "
+                        "keep it when adding seeds or sizes to an earlier run")
     p.add_argument("--val", type=int, default=3000,
                    help="validation patterns, the same for every size of a variant (3000)")
     p.add_argument("--max-epochs", type=int, default=40, help="epoch cap per run (40)")
@@ -246,7 +249,9 @@ def main() -> None:
                    help="redraw the picture and print the table from the JSON file, train nothing")
     args = p.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
-    largest = max(sizes)
+    largest = args.pool or max(sizes)
+    if largest < max(sizes):
+        raise SystemExit(f"error: --pool {largest} is smaller than size {max(sizes)}")
     if args.val > 0.15 * largest:
         raise SystemExit(f"error: --val {args.val} exceeds the validation split of the "
                          f"largest size ({int(0.15 * largest)}); lower --val")
