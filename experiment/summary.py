@@ -59,8 +59,22 @@ def drop_orphans(client: Any, state: ExperimentState, known: set[str],
     A driver killed between starting a trial and Ray's next experiment checkpoint leaves a
     started trial that the restored experiment does not contain (its searcher state predates
     it, so the searcher proposes a replacement). Its MLflow run would be a second run for one
-    suggestion; it is deleted (MLflow keeps deleted runs recoverable) and marked orphaned."""
+    suggestion; it is deleted (MLflow keeps deleted runs recoverable) and marked orphaned.
+    This includes a run the tracker created just before the kill but had not yet recorded in
+    the state: every trial run under the parent run is checked by its ``trial_id`` tag."""
+    from mlflow.entities import ViewType
+
     changed = False
+    parent = state.data.get("parent_run_id")
+    experiment_id = state.data.get("mlflow_experiment_id")
+    if parent and experiment_id:
+        for run in client.search_runs(
+                [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'",
+                run_view_type=ViewType.ACTIVE_ONLY, max_results=50_000):
+            trial_id = run.data.tags.get("trial_id")
+            if trial_id and trial_id not in known and trial_id not in state.trials:
+                state.trials[trial_id] = {"run_id": run.info.run_id, "last_step": 0,
+                                          "status": "RUNNING"}
     for trial_id, record in state.trials.items():
         if trial_id not in known and record.get("status") not in ("ORPHANED",):
             client.delete_run(record["run_id"])

@@ -368,30 +368,7 @@ class MlflowTracker(Callback):
         return None
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self._submit(self._drop_orphans, {trial.trial_id for trial in trials})
         self.close()
-
-    def _drop_orphans(self, trial_ids: set[str]) -> None:
-        """Close the runs of trials Ray lost. A trial started after Ray's last experiment
-        checkpoint and before the driver was killed has a run here but is not in the restored
-        experiment; Ray's searcher proposes a new trial in its place. Its run is deleted
-        (MLflow's soft delete: ``mlflow runs restore`` brings it back) when it logged no epoch,
-        else ended KILLED and tagged ``scitune.orphaned``; either way it leaves the trial map,
-        so each trial of the search keeps exactly one run."""
-        orphans = {tid: rec for tid, rec in self.state.trials.items()
-                   if tid not in trial_ids and rec.get("status") in ("RUNNING", "KILLED")}
-        if not orphans:
-            return
-        for record in orphans.values():
-            if record.get("last_step", 0) == 0:
-                self.client.delete_run(record["run_id"])
-            else:
-                self.client.set_tag(record["run_id"], "scitune.orphaned", "true")
-                self.client.set_terminated(record["run_id"], status="KILLED")
-        lost = self.state.data.setdefault("orphaned_trials", {})
-        for trial_id in orphans:
-            lost[trial_id] = self.state.trials.pop(trial_id)
-        self.state.save()
 
 
 def read_figures(checkpoint: Any) -> dict[str, bytes]:
