@@ -58,6 +58,7 @@ from datasets.xrd_physics import (
 
 GENERATOR_VERSION = 1
 DEFAULT_SAMPLES = 4000
+DEFAULT_INTENSITIES = "structure"
 MIN_LENGTH = 64
 LABEL_SETS = {
     "bravais": tuple(BRAVAIS_LATTICES),
@@ -68,8 +69,8 @@ OPTIONS = {
     "labels": "bravais (14 classes, default) or crystal_system (7)",
     "length": "points per synthetic pattern (default 2048)",
     "data_seed": "seed of the synthetic set and of the train/val/test split (default 0)",
-    "intensities": "random (|F|^2 drawn per line, default) or structure (from atoms of a random "
-                   "crystal structure in a space group of the lattice)",
+    "intensities": "structure (default: from atoms of a random crystal structure in a space "
+                   "group of the lattice) or random (|F|^2 drawn per line, the old default)",
     "orientation": "none (default) or march: March-Dollase preferred orientation along a "
                    "random low-index axis, r 0.6-1.67 (needs intensities=structure)",
 }
@@ -80,7 +81,7 @@ def _data_seed(options: Mapping[str, str]) -> int:
 
 
 def generate(samples: int, seed: int, grid: PatternGrid, path: Path,
-             intensities: str = "random", orientation: str = "none") -> None:
+             intensities: str = DEFAULT_INTENSITIES, orientation: str = "none") -> None:
     """Write a class-balanced synthetic set of ``samples`` patterns to ``path`` atomically."""
     from tqdm import tqdm
 
@@ -198,7 +199,7 @@ def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str
             raise DataError("--data-option length must be at least 256")
         if samples < 3 * len(BRAVAIS_LATTICES):
             raise DataError(f"--samples must be at least {3 * len(BRAVAIS_LATTICES)} for xrd")
-        intensities = options.get("intensities", "random")
+        intensities = options.get("intensities", DEFAULT_INTENSITIES)
         if intensities not in INTENSITIES:
             raise DataError(f"--data-option intensities must be one of {', '.join(INTENSITIES)}")
         orientation = options.get("orientation", "none")

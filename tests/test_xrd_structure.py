@@ -156,10 +156,13 @@ def test_intensities_data_option_generates_its_own_cached_set():
 
     spec = get_dataset("xrd")
     structured = spec.prepare(None, 42, 0, {"intensities": "structure"})
-    plain = spec.prepare(None, 42, 0, {})
+    assert spec.prepare(None, 42, 0, {}) == structured  # structure is the default
+    plain = spec.prepare(None, 42, 0, {"intensities": "random"})
     assert structured != plain
     with h5py.File(structured, "r") as f:
         assert f.attrs["intensities"] == "structure" and f["patterns"].shape == (42, 2048)
+    with h5py.File(plain, "r") as f:
+        assert f.attrs["intensities"] == "random"
     with pytest.raises(DataError, match="intensities must be one of random, structure"):
         spec.prepare(None, 42, 0, {"intensities": "atoms"})
 
@@ -232,7 +235,7 @@ def test_preferred_orientation_option_is_seeded_and_refused_without_structures(t
     monkeypatch.setenv("SCITUNE_CACHE", str(tmp_path))
     spec = get_dataset("xrd")
     with pytest.raises(DataError, match="needs intensities=structure"):
-        spec.prepare(None, 100, 0, {"orientation": "march"})
+        spec.prepare(None, 100, 0, {"intensities": "random", "orientation": "march"})
     with pytest.raises(DataError, match="orientation must be one of"):
         spec.prepare(None, 100, 0, {"intensities": "structure", "orientation": "tilted"})
     assert not list(tmp_path.rglob("*.h5"))
