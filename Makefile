@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 search: $(STAMP)
 	$(PY) launch.py --space resnet1d --trials 200
 
-## The default test run (CI runs this): lint, then every test not marked slow.
+## The default test run (CI runs this): lint, the import layering, then every test not marked slow.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -m "not slow"
 
 ## Longer end-to-end tests, kept out of the default run.

@@ -1,14 +1,14 @@
 #!/usr/bin/env python
 """Hyperparameter search for scientific PyTorch models: ``python launch.py --space resnet1d``.
 
-A thin entry point; the command line lives in :mod:`experiment.cli` (see README.md).
+A thin entry point; the command line lives in :mod:`cli` (see README.md).
 """
 
 import logging
 import os
 import sys
 
-from experiment.cli import main
+from cli.main import main
 
 if __name__ == "__main__":
     code = main()

@@ -370,8 +370,8 @@ class Runner:
                         f"fp32 {reference['val_top1']} / {reference['val_loss']}")
 
     def ddp(self, check: Check) -> None:
-        from experiment.tracking import state_path
-        from trainables.distributed import ddp_backend
+        from search.distributed import ddp_backend
+        from tracking.state import state_path
 
         experiment = "gpu-ddp"
         gpus = 0.0 if self.dry_run else 1.0

@@ -116,7 +116,7 @@ def run_platform(args: argparse.Namespace, address: str | None = None) -> dict:
         wall = time.perf_counter() - start
         if done.returncode != 0:
             raise SystemExit(f"platform run failed:\n{done.stderr[-3000:]}")
-        from experiment.tracking import state_path
+        from tracking.state import state_path
 
         state = json.loads(state_path(f"{tmp}/ray", "bench").read_text())
         steps = sum(int(t["last_step"]) for t in state["trials"].values())

@@ -41,7 +41,7 @@ DRIVER_PHASES = [
      r"^shutdown \(.*ray/_private/worker\.py|^Thread\.join \("),
     ("Tune loop: waiting for workers (idle)", r"^(wait|get) \(.*ray/_private/worker\.py|"
                                               r"^_ray_wait|ray_wait|^RayEventManager\.next"),
-    ("Tune loop: MLflow callback", r"tracking\.py"),
+    ("Tune loop: MLflow callback", r"tracking/tracker\.py"),
     ("Tune loop: progress line", r"progress\.py"),
     ("Tune loop: Optuna searcher (suggest, tell, journal)", r"searcher\.py|optuna_store\.py|"
                                                              r"tune/search/optuna|site-packages/optuna/"),

@@ -37,7 +37,7 @@ from datasets import get_dataset  # noqa: E402
 from datasets.xrd_physics import PatternGrid  # noqa: E402
 from datasets.xrd_reference import write_reference_file  # noqa: E402
 from search_spaces import get_space  # noqa: E402
-from trainables.loop import KINDS, FitSettings, fit  # noqa: E402
+from trainables.loop import FitSettings, StepContext, fit, get_kind  # noqa: E402
 
 TRAIN_FRACTION = 0.7  # datasets.base.split_indices
 
@@ -116,7 +116,7 @@ def train_curve(options: dict[str, str], size: int, largest: int, seed: int, val
     config = dict(space.seed_config)
     model = space.build(config, data.info)
     model.load_state_dict(best_weights)
-    kind, cpu = KINDS[space.kind], torch.device("cpu")
+    kind, cpu = get_kind(space.kind), StepContext.create("cpu")
     val_probs, val_labels = kind.predict(model, data, data.val, config, cpu)
     synthetic = scores(val_probs, val_labels)
     confusion = np.zeros((data.info.num_classes,) * 2, dtype=int)

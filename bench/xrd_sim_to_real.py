@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -23,7 +22,7 @@ from datasets import get_dataset  # noqa: E402
 from datasets.xrd_physics import BRAVAIS_TO_SYSTEM, PatternGrid  # noqa: E402
 from datasets.xrd_reference import REFERENCE_STRUCTURES, write_reference_file  # noqa: E402
 from search_spaces import get_space  # noqa: E402
-from trainables.loop import KINDS, FitSettings, fit  # noqa: E402
+from trainables.loop import FitSettings, StepContext, fit, get_kind  # noqa: E402
 
 
 def scores(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -50,15 +49,13 @@ def run(samples: int, epochs: int, seeds: list[int], modes: list[str], settings:
         data = spec.load(spec.prepare(None, samples, 0, {"intensities": mode}), 0, {})
         for seed in seeds:
             started = time.perf_counter()
-            trained: list = []
             metrics = fit(space, dict(space.seed_config), data,
-                          FitSettings(max_epochs=epochs, seed=seed, figure_every=0),
-                          prepare_model=lambda m, t=trained: t.append(m) or m)
-            kind = KINDS[space.kind]
+                          FitSettings(max_epochs=epochs, seed=seed, figure_every=0))
+            kind = get_kind(space.kind)
             config = dict(space.seed_config)
-            cpu = torch.device("cpu")
-            probs, _ = kind.predict(trained[0], real, every, config, cpu)
-            val_probs, val_labels = kind.predict(trained[0], data, data.val, config, cpu)
+            cpu = StepContext.create("cpu")
+            probs, _ = kind.predict(metrics.model, real, every, config, cpu)
+            val_probs, val_labels = kind.predict(metrics.model, data, data.val, config, cpu)
             row = {"seed": seed, "seconds": round(time.perf_counter() - started, 1),
                    "synthetic_val_top1": metrics["val_top1"],
                    **{f"synthetic_{k}": v for k, v in scores(val_probs, val_labels).items()},

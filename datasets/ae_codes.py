@@ -1,6 +1,7 @@
 """Auto-encoder codes of the particle images: the finite target set of the two-stage ``ewm``.
 
-Stage one is an ``ae`` model, from either
+Stage one is an ``ae`` model, resolved by the search layer (:mod:`search.stages`, declared
+by the ``ewm`` space) and handed over as ``upstream["ae"]``: either
 
 - ``--data-option ae_experiment=NAME``: the best checkpoint of an earlier ``ae`` search, read
   back from the parent run of MLflow experiment ``NAME`` in the same tracking store
@@ -21,7 +22,6 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -30,8 +30,8 @@ from datasets.base import (
     DataError,
     DatasetSpec,
     DataSplits,
+    UpstreamModel,
     atomic_h5,
-    best_of_search,
     cache_dir,
     cache_key,
     memmap_dataset,
@@ -52,67 +52,28 @@ def _image_options(options: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in options.items() if k in IMAGE_OPTIONS}
 
 
-def _ae_epochs(options: Mapping[str, str]) -> int:
-    try:
-        epochs = int(options.get("ae_epochs", 10))
-    except ValueError:
-        raise DataError("--data-option ae_epochs must be an integer") from None
-    if epochs < 1:
-        raise DataError("--data-option ae_epochs must be at least 1")
-    return epochs
-
-
-def train_seed_autoencoder(images: DataSplits, epochs: int, seed: int):
-    """The ``ae`` space's seed configuration, trained now (progress on stderr)."""
-    import sys
-
-    from search_spaces import get_space
-    from trainables.loop import FitSettings, fit
-
-    space = get_space("ae")
-    config = dict(space.seed_config)
-    kept: dict[str, Any] = {}
-
-    def report(metrics: dict[str, float], state: dict[str, Any]) -> None:
-        print(f"  stage 1 (ae, seed configuration): epoch {int(metrics['epoch'])}/{epochs} "
-              f"val_recon_loss {metrics['val_recon_loss']:.4f}", file=sys.stderr, flush=True)
-        kept["state"] = state["model"]
-
-    fit(space, config, images, FitSettings(max_epochs=epochs, seed=seed, figure_every=0), report)
-    return config, kept["state"]
-
-
-def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str]) -> str:
-    """Images (validated/generated), then stage one, then the cached codes file."""
+def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str],
+            upstream: Mapping[str, UpstreamModel] | None = None) -> str:
+    """Images (validated/generated), then the stage-one ``ae`` model, then the cached codes."""
     import torch
 
     larcv.check_options(options, OPTIONS)
+    stage = (upstream or {}).get("ae")
+    if stage is None:
+        raise DataError("ae_codes needs its 'ae' stage, which the search resolves: search the "
+                        "'ewm' space (or prepare it with search.stages.prepare_data)")
     image_options = _image_options(options)
-    experiment = options.get("ae_experiment")
-    if experiment:  # checked before any file is made
-        config, state, source = best_of_search(experiment, "ae", "ae_experiment")
-    else:
-        _ae_epochs(options)
     images_path = larcv.prepare(path, samples, seed, image_options)
     stat = os.stat(images_path)
-    if experiment:
-        key = cache_key(v=VERSION, images=images_path, m=stat.st_mtime_ns, run=source)
-    else:
-        epochs = _ae_epochs(options)
-        key = cache_key(v=VERSION, images=images_path, m=stat.st_mtime_ns, epochs=epochs,
-                        seed=seed, opts=sorted(image_options.items()))
-        config = state = None
-        source = f"seed configuration, {epochs} epochs"
+    key = cache_key(v=VERSION, images=images_path, m=stat.st_mtime_ns, source=stage.source,
+                    opts=sorted(image_options.items()))
     target = cache_dir() / f"ae-codes-{key}.h5"
     weights = Path(str(target) + ".ae.pt")
     if target.exists() and weights.exists():
         return str(target)
     data = larcv.load(images_path, seed, image_options)
-    if config is None:
-        config, state = train_seed_autoencoder(data, _ae_epochs(options), seed)
-    from search_spaces import get_space
-
-    model = get_space("ae").build(config, data.info)
+    config, state = stage.weights(data)
+    model = stage.build(config, data.info)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
@@ -130,7 +91,7 @@ def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str
         f.create_dataset("codes", data=np.concatenate(codes))
         f.attrs["images"] = images_path
         f.attrs["ae_config"] = json.dumps(config)
-        f.attrs["ae_source"] = source
+        f.attrs["ae_source"] = stage.source
     return str(target)
 
 

@@ -20,16 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from common.errors import DataError
+
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: Images for models with a tanh output are mapped to [-TANH_RANGE, TANH_RANGE], not [-1, 1]:
 #: sparse images are mostly background, and a background at exactly −1 (tanh's asymptote)
 #: drives Adam to push the output layer to −∞, saturating tanh so nothing is learnt
 #: (measured: every auto-encoder stuck at the all-background loss). 0.95 is reachable.
 TANH_RANGE = 0.95
-
-
-class DataError(ValueError):
-    """A data file or data request that cannot be used; the message names the fix."""
 
 
 @dataclass(frozen=True)
@@ -71,12 +69,29 @@ class DataSplits:
 
 
 @dataclass(frozen=True)
+class UpstreamModel:
+    """An earlier stage's model a data set builds on, resolved by the search layer
+    (:mod:`search.stages`) before trials start: data sets never read MLflow or train models.
+
+    ``source`` says where it came from (an MLflow run id, or how it was trained now) and
+    belongs in cache keys; ``weights(data) -> (config, model state dict)`` reads it or, for a
+    stage trained on the spot, trains it on ``data`` (called only when needed);
+    ``build(config, info)`` is the stage's model factory."""
+
+    space: str
+    source: str
+    weights: Callable[[DataSplits | None], tuple[dict[str, Any], dict[str, Any]]]
+    build: Callable[[dict[str, Any], DataInfo], Any]
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """A registered data set.
 
     ``prepare(path, samples, seed, options) -> str`` runs on the driver: it validates a user
     file (raising :class:`DataError`), imports a foreign format, or generates the synthetic
-    default into the cache, and returns the path of a valid HDF5 file.
+    default into the cache, and returns the path of a valid HDF5 file. A data set built on
+    an earlier stage's model also takes ``upstream={name: UpstreamModel}``.
     ``load(h5_path, seed, options) -> DataSplits`` runs in workers and must be cheap.
     ``options`` are data-set specific ``--data-option KEY=VALUE`` settings.
     """
@@ -250,35 +265,3 @@ def memmap_dataset(path: str, key: str) -> np.ndarray:
         if ds.chunks is None and ds.compression is None and offset is not None:
             return np.memmap(path, dtype=ds.dtype, mode="r", offset=offset, shape=ds.shape)
         return ds[()]
-
-
-def best_of_search(experiment: str, space: str, option: str
-                   ) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """(config, model state, parent run id) of the best trial of a finished search of
-    ``space`` in MLflow experiment ``experiment`` (the tracking store of this search), for
-    data sets that build on an earlier search (``--data-option {option}=NAME``)."""
-    import mlflow
-    import torch
-    from mlflow.tracking import MlflowClient
-
-    uri = mlflow.get_tracking_uri()
-    client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise DataError(f"--data-option {option}={experiment}: no such MLflow "
-                        f"experiment in {uri}; run a '{space}' search first or drop the option")
-    parents = [r for r in client.search_runs([found.experiment_id], max_results=1000)
-               if "mlflow.parentRunId" not in r.data.tags]
-    finished = [r for r in parents if r.info.status == "FINISHED"]
-    if not finished:
-        raise DataError(f"--data-option {option}={experiment}: the experiment has no "
-                        "finished search; let it finish (or --resume it) first")
-    parent = max(finished, key=lambda r: r.info.end_time or 0)
-    if parent.data.tags.get("space") != space:
-        raise DataError(f"--data-option {option}={experiment}: it searched space "
-                        f"{parent.data.tags.get('space')!r}, not '{space}'")
-    local = Path(client.download_artifacts(parent.info.run_id, "best_config.json"))
-    config = json.loads(local.read_text())["config"]
-    checkpoint = client.download_artifacts(parent.info.run_id, "best_checkpoint.pt")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
-    return config, state, parent.info.run_id

@@ -16,7 +16,7 @@ features, so a model using both beats either alone.
 
 ``--data-option cnn_experiment=NAME`` / ``pheno_experiment=NAME``: the multimodal ``mmnn``
 starts its branches from the best checkpoints of those earlier ``cnn`` / ``pheno_nn``
-searches (read from the same MLflow store).
+searches (read from the same MLflow store by the search layer, :mod:`search.stages`).
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from datasets.base import (
     DataInfo,
     DatasetSpec,
     DataSplits,
+    UpstreamModel,
     atomic_h5,
-    best_of_search,
     cache_dir,
     cache_key,
     check_finite,
@@ -104,14 +104,10 @@ def init_stem(branch: str, experiment: str) -> str:
     return str(cache_dir() / f"init-{branch}-{cache_key(e=experiment)}")
 
 
-def fetch_best(experiment: str, space: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(config, model state) of the best trial of a finished search of ``space``."""
-    option = next(k for k, (_, s) in INIT_OPTIONS.items() if s == space)
-    return best_of_search(experiment, space, option)[:2]
-
-
-def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str]) -> str:
-    """Validate a user's file or generate the synthetic default; fetch branch checkpoints."""
+def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str],
+            upstream: Mapping[str, UpstreamModel] | None = None) -> str:
+    """Validate a user's file or generate the synthetic default; keep the branch checkpoints
+    the search resolved (``upstream``: ``cnn`` and/or ``pheno``, for ``mmnn``)."""
     import torch
 
     reject_unknown_options(options, OPTIONS)
@@ -119,9 +115,11 @@ def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str
     data_seed = int_option(options, "data_seed", 0)
     if not 8 <= size <= 128:
         raise DataError("--data-option size must be between 8 and 128")
-    for option, (_, space) in INIT_OPTIONS.items():  # checked before any file is made
-        if option in options:
-            fetch_best(options[option], space)
+    upstream = upstream or {}
+    for option, (branch, _) in INIT_OPTIONS.items():  # checked before any file is made
+        if option in options and branch not in upstream:
+            raise DataError(f"--data-option {option} starts a branch of the 'mmnn' space; "
+                            "search --space mmnn or drop it")
     if path is None:
         if samples < 30:
             raise DataError("--samples must be at least 30 for multimodal")
@@ -135,9 +133,9 @@ def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str
             raise DataError(f"--data {path}: no such file; check the path")
         validate(path)
         path = os.path.abspath(path)
-    for option, (branch, space) in INIT_OPTIONS.items():
+    for option, (branch, _) in INIT_OPTIONS.items():
         if option in options:
-            config, state = fetch_best(options[option], space)
+            config, state = upstream[branch].weights(None)  # read from an earlier search
             stem = init_stem(branch, options[option])
             torch.save(state, f"{stem}.pt")
             Path(f"{stem}.json").write_text(json.dumps(config))

@@ -31,7 +31,7 @@ from importlib import resources
 
 import numpy as np
 
-from datasets.xrd_physics import CU_KA, Cell, _cached_half_space, metric_tensor
+from datasets.xrd_lattice import CU_KA, Cell, _cached_half_space, metric_tensor
 
 __all__ = ["Crystal", "Site", "bravais_lattice", "expand", "form_factors", "lattice_matrix",
            "march_dollase", "stick_pattern"]

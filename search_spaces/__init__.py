@@ -14,14 +14,25 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.errors import UnknownSpaceError
+
 TASK_KINDS = ("classify", "regress", "autoencode", "gan", "ewm")
 
 
-class UnknownSpaceError(KeyError):
-    """Raised for a space name that is not registered."""
+@dataclass(frozen=True)
+class Upstream:
+    """A space's dependency on an earlier stage's model (two-stage searches).
 
-    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
-        return str(self.args[0])
+    ``--data-option {option}=NAME`` takes the best checkpoint of the finished ``space`` search
+    in MLflow experiment ``NAME``; without it the stage is skipped, or, when
+    ``train_epochs_option`` is set, the stage's seed configuration is trained on the spot for
+    that option's epochs (default 10). The search layer resolves it before any trial starts
+    (:mod:`search.stages`) and hands the data set the model under ``name``."""
+
+    name: str
+    space: str
+    option: str
+    train_epochs_option: str | None = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,7 @@ class Space:
         mode: ``"max"`` or ``"min"``.
         description: one line for ``--list-spaces``.
         extra_metrics: other metrics shown in the final summary.
+        upstream: earlier stages whose models the data set builds on (:class:`Upstream`).
     """
 
     name: str
@@ -54,6 +66,7 @@ class Space:
     mode: str
     description: str = ""
     extra_metrics: tuple[str, ...] = field(default_factory=tuple)
+    upstream: tuple[Upstream, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.kind:  # built-in kinds: TASK_KINDS; plugins may register more

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from datasets.base import DataInfo
-from search_spaces import Space, register
+from search_spaces import Space, Upstream, register
 from trainables.cs273b import build_cae, build_cnn, build_mmnn, build_pheno, build_volume_ae
 
 #: The seed table's first configuration: 2 layers, strides (1, 1), 3×3 filters, lr 1e-3,
@@ -136,4 +136,6 @@ register(Space(name="pheno_nn", suggest=suggest_pheno, seed_config=PHENO_SEED,
 register(Space(name="mmnn", suggest=suggest_mmnn, seed_config=MMNN_SEED, build=build_mmnn,
                kind="classify", dataset="multimodal", metric="val_auc", mode="max",
                description="CS 273B multimodal NN: CNN ⊕ phenotype features (seed 004)",
-               extra_metrics=CLASSIFIER_METRICS))
+               extra_metrics=CLASSIFIER_METRICS,
+               upstream=(Upstream(name="cnn", space="cnn", option="cnn_experiment"),
+                         Upstream(name="pheno", space="pheno_nn", option="pheno_experiment"))))

@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from datasets.base import DataInfo
-from search_spaces import Space, register
+from search_spaces import Space, Upstream, register
 from trainables.particle_generator import build_autoencoder, build_ewm, build_mlp_gan
 
 GAN_SEED: dict[str, Any] = {
@@ -89,4 +89,6 @@ register(Space(
     dataset="ae_codes", metric="val_quality", mode="min",
     description="Particle Generator EWM generator on AE codes, two-stage (seed 001)",
     extra_metrics=("val_swd", "val_intensity", "val_occupancy", "train_assignment_tv"),
+    upstream=(Upstream(name="ae", space="ae", option="ae_experiment",
+                       train_epochs_option="ae_epochs"),),
 ))

@@ -29,9 +29,10 @@ def tiny_data():
 
     def make(name: str):
         if name not in made:
-            spec = get_dataset(name)
-            path = spec.prepare(None, 64, 0, {})
-            made[name] = spec.load(path, 0, {})
+            from search.stages import prepare_data  # resolves earlier stages (ae_codes: an ae)
+
+            path = prepare_data(name, None, 64, 0, {})
+            made[name] = get_dataset(name).load(path, 0, {})
         return made[name]
 
     return make

@@ -11,8 +11,8 @@ import h5py
 import numpy as np
 import pytest
 
-from experiment.tracking import state_path
 from tests.conftest import run_cli
+from tracking.state import state_path
 
 
 def write_h5(path: Path, patterns, labels) -> Path:

@@ -26,20 +26,20 @@ def frames(*names: str) -> str:
 def test_driver_stacks_are_sorted_by_phase(tmp_path):
     raw = tmp_path / "driver.txt"
     main = 'process 1:"python launch.py";thread (1): MainThread'
-    search = ("_search (/r/experiment/driver.py:420)", f"fit ({P}/tune/tuner.py:1)")
-    ray_start = frames("run_search (/r/experiment/driver.py:300)",
-                       "init_ray (/r/experiment/driver.py:127)", f"init ({P}/_private/worker.py:1927)")
+    search = ("_search (/r/search/driver.py:420)", f"fit ({P}/tune/tuner.py:1)")
+    ray_start = frames("run_search (/r/search/driver.py:300)",
+                       "init_ray (/r/search/driver.py:127)", f"init ({P}/_private/worker.py:1927)")
     waiting = frames(*search, f"TuneController.step ({P}/tune/execution/tune_controller.py:702)",
                      f"wait ({P}/_private/worker.py:3000)")
     raw.write_text("\n".join([
         f"{main};{frames('<module> (launch.py:12)', '_find_and_load (<frozen>:1176)')} 7",
         f"{main};{ray_start} 5",
         f"{main};{waiting} 11",
-        f"{main};{frames(*search, 'StudyMirror._reported (/r/experiment/optuna_store.py:143)')} 3",
+        f"{main};{frames(*search, 'StudyMirror._reported (/r/tracking/optuna_store.py:143)')} 3",
         f"{main};{frames(search[0], 'Thread.join (threading.py:1119)')} 2",
         # another thread of the driver is not the driver's wall time
         'process 1:"python launch.py";thread (9): mlflow-writer;'
-        f"{frames('MlflowTracker._drain (/r/experiment/tracking.py:158)')} 40",
+        f"{frames('MlflowTracker._drain (/r/tracking/tracker.py:158)')} 40",
         "a line that is no stack",
     ]))
     counts = prof.parse(raw, prof.DRIVER_PHASES, trial_thread=False)
@@ -56,17 +56,17 @@ def test_trial_threads_split_work_from_what_the_platform_adds(tmp_path):
     raw = tmp_path / "worker.txt"
     head = 'process 5:"ray::ImplicitFunc.train"'
     trial = frames("RunnerThread.run (/r/ray/air/_internal/util.py:98)",
-                   "run_trial (/r/trainables/trial.py:130)", "fit_or_fail (/r/trainables/trial.py:151)")
+                   "run_trial (/r/search/trial.py:130)", "fit_or_fail (/r/search/trial.py:151)")
     raw.write_text("\n".join([
         f"{head};thread (7): Thread-3 (<lambda>);{trial};fit (/r/trainables/loop.py:327);"
         "SleepKind.train_epoch (/r/bench/plugins/sleep_space.py:27) 50",
         f"{head};thread (7): Thread-3 (<lambda>);{trial};fit (/r/trainables/loop.py:330);"
-        "report (/r/trainables/trial.py:124);report (/r/ray/train/_internal/session.py:698);"
+        "report (/r/search/trial.py:124);report (/r/ray/train/_internal/session.py:698);"
         "_TrainSession._report_training_result (/r/ray/train/_internal/session.py:414);"
         "Semaphore.acquire (threading.py:479) 8",
         f"{head};thread (7): Thread-3 (<lambda>);{trial};fit (/r/trainables/loop.py:330);"
-        "report (/r/trainables/trial.py:123);save_state (/r/trainables/trial.py:80) 2",
-        f"{head};thread (7): Thread-3 (<lambda>);{trial};load_data (/r/trainables/trial.py:60) 4",
+        "report (/r/search/trial.py:123);save_state (/r/search/trial.py:80) 2",
+        f"{head};thread (7): Thread-3 (<lambda>);{trial};load_data (/r/search/trial.py:60) 4",
         # the worker's main thread is sampled at every instant: 70 samples, 64 of them with a trial
         f"{head};thread (5): MainThread;Worker.main_loop (/r/ray/_private/worker.py:1069) 70",
     ]))

@@ -13,7 +13,7 @@ import pytest
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from experiment.compare import from_trials, search_parents
+from analysis.compare import from_trials, search_parents
 from tests.conftest import run_cli
 
 TINY = ("--space", "resnet1d", "--trials", "2", "--max-epochs", "1", "--samples", "300")

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from search_spaces import registry
+from trainables.checkpoint import load_state, save_state
 from trainables.loop import FitSettings, fit, input_keys
-from trainables.trial import load_state, save_state
 
 SPACES = sorted(registry())
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -144,7 +144,7 @@ def test_trained_model_exports_to_mlflow_and_predicts(name, tiny_data, tmp_path,
     → ``load_model("runs:/<id>/model")`` predicts what the trained model predicts."""
     import mlflow
 
-    from experiment.model_export import load_checkpoint_model, log_model
+    from tracking.model_export import load_checkpoint_model, log_model
 
     space = registry()[name]
     data = tiny_data(space.dataset)

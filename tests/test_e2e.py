@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiment.tracking import state_path
 from tests.conftest import REPO, kill_tree, run_cli
+from tracking.state import state_path
 
 CHANCE_CRYSTAL_SYSTEM = 1 / 7
 
@@ -159,7 +159,7 @@ def test_search_stopped_during_set_up_is_started_again_not_resumed(tmp_path):
 def test_restart_after_a_start_stopped_during_set_up_closes_its_parent_run(tmp_path):
     """A start stopped between creating its MLflow parent run and recording the state leaves
     that run RUNNING and an empty experiment folder; starting again closes it as KILLED."""
-    from experiment.driver import RUN_KIND_TAG, STORAGE_TAG
+    from tracking.store import RUN_KIND_TAG, STORAGE_TAG
 
     db, storage = tmp_path / "mlflow.db", tmp_path / "ray"
     (storage / "again").mkdir(parents=True)

@@ -19,8 +19,8 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiment.tracking import state_path
 from tests.conftest import REPO, kill_tree, run_cli
+from tracking.state import state_path
 
 PLUGIN_ENV = {"SCITUNE_PLUGINS": "faulty_space",
               "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "plugins"), str(REPO)])}

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiment.report import TrialView, asha_rungs, parameter_importances, rung_survival
-from experiment.tracking import ExperimentState, state_path
+from analysis.report import TrialView, asha_rungs, parameter_importances, rung_survival
 from tests.conftest import run_cli
+from tracking.state import ExperimentState, state_path
 
 PNG = b"\x89PNG\r\n\x1a\n"
 #: file stem -> section title on the page (importances may be skipped: too few trials)
@@ -125,7 +125,7 @@ def test_report_refuses_bad_input(tmp_path, finished_search):
 def test_report_refuses_damaged_state_and_a_search_without_results(tmp_path):
     import optuna
 
-    from experiment.optuna_store import StudyMirror, journal_path
+    from tracking.optuna_store import StudyMirror, journal_path
 
     storage = tmp_path / "ray_results"
     damaged = state_path(storage, "damaged")

@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 import yaml
 
-from experiment.cli import BadInput
+from common.errors import BadInput
 from tests.conftest import free_port, run_cli, stop_tree
 
 
 def test_space_file_narrows_the_search_and_is_recorded(finished_search):
     from mlflow.tracking import MlflowClient
 
-    from experiment.optuna_store import load_study
-    from experiment.tracking import ExperimentState, state_path
+    from tracking.optuna_store import load_study
+    from tracking.state import ExperimentState, state_path
 
     trials = load_study(finished_search.storage, finished_search.experiment).trials
     assert len(trials) == 4
@@ -49,7 +49,7 @@ def test_space_file_narrows_the_search_and_is_recorded(finished_search):
 
 
 def test_every_trial_is_in_the_optuna_study_with_its_learning_curve(finished_search):
-    from experiment.optuna_store import load_study
+    from tracking.optuna_store import load_study
 
     study = load_study(finished_search.storage, finished_search.experiment)
     states = [t.state.name for t in study.trials]
@@ -65,7 +65,7 @@ def test_every_trial_is_in_the_optuna_study_with_its_learning_curve(finished_sea
 
 def test_optuna_dashboard_serves_the_study(finished_search):
     """The documented command, ``optuna-dashboard <storage>/optuna.log``, on 127.0.0.1."""
-    from experiment.optuna_store import journal_path
+    from tracking.optuna_store import journal_path
 
     assert f"optuna-dashboard {journal_path(finished_search.storage)}" in finished_search.stdout
     port = free_port()
@@ -98,7 +98,7 @@ def test_best_model_loads_from_the_parent_run_and_predicts(finished_search):
     import torch
     from mlflow.tracking import MlflowClient
 
-    from experiment.tracking import ExperimentState, state_path
+    from tracking.state import ExperimentState, state_path
 
     state = ExperimentState.load(state_path(finished_search.storage, finished_search.experiment))
     parent = state.data["parent_run_id"]
@@ -185,7 +185,7 @@ def model_input_shape(search) -> tuple[int, ...]:
 
 # -- the space file, unit level -------------------------------------------------------------
 def narrowed(tiny_data, params: dict, space_name: str = "resnet1d"):
-    from experiment.space_file import narrowed_space
+    from search.space_file import narrowed_space
     from search_spaces import get_space
 
     space = get_space(space_name)

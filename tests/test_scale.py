@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from experiment.tracking import state_path
 from tests.conftest import REPO, kill_tree, run_cli
+from tracking.state import state_path
 
 
 def children(db: Path, experiment: str):

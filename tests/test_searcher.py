@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from experiment.searcher import PlatformOptunaSearch
+from search.searcher import PlatformOptunaSearch
 
 
 def space(trial):
@@ -38,7 +38,7 @@ def test_trials_are_told_complete_pruned_or_failed():
 def test_trials_are_mirrored_into_a_persistent_journal(tmp_path):
     import pickle
 
-    from experiment.optuna_store import StudyMirror, load_study
+    from tracking.optuna_store import StudyMirror, load_study
 
     mirror = StudyMirror(tmp_path / "optuna.log", "exp", "max")
     searcher = PlatformOptunaSearch(space=space, metric="acc", mode="max", max_epochs=3, seed=0,
@@ -83,7 +83,7 @@ def test_pruning_semantics_can_be_switched_off():
 def test_progress_line_counts_and_estimates():
     from types import SimpleNamespace
 
-    from experiment.progress import ProgressLine
+    from search.progress import ProgressLine
 
     progress = ProgressLine(total=4, metric="val_top1", mode="max", max_epochs=3, every=1e9)
     progress.start -= 60  # a minute in
@@ -98,7 +98,7 @@ def test_progress_line_counts_and_estimates():
 
 
 def test_an_unwritable_journal_never_stops_the_search(tmp_path, capsys):
-    from experiment.optuna_store import StudyMirror
+    from tracking.optuna_store import StudyMirror
 
     (tmp_path / "optuna.log").mkdir()  # a folder where the journal file should be
     searcher = PlatformOptunaSearch(space=space, metric="acc", mode="max", max_epochs=3, seed=0,

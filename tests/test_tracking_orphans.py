@@ -9,8 +9,10 @@ import json
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from experiment.summary import drop_orphans
-from experiment.tracking import ExperimentState, MlflowTracker, ensure_sqlite_store
+from search.summary import drop_orphans
+from tracking.state import ExperimentState
+from tracking.store import ensure_sqlite_store
+from tracking.tracker import MlflowTracker
 
 
 def test_runs_of_trials_ray_lost_are_deleted_even_when_the_state_never_saw_them(tmp_path):

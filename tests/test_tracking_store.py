@@ -9,13 +9,13 @@ import subprocess
 import sys
 import time
 
-from experiment.tracking import ensure_sqlite_store
 from tests.conftest import REPO
+from tracking.store import ensure_sqlite_store
 
 CREATE = """
 import sys
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # imported before the clock
-from experiment.tracking import ensure_sqlite_store
+from tracking.store import ensure_sqlite_store
 print("start", flush=True)
 ensure_sqlite_store(sys.argv[1])
 print("done", flush=True)

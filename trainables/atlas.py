@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from datasets.base import DataInfo
-from trainables.loop import TrialDiverged, fetch, iterate_minibatches, register_kind
+from trainables.loop import Kind, fetch, iterate_minibatches, register_kind
 
 
 def phi_centres(phi_bins: int) -> np.ndarray:
@@ -172,52 +172,40 @@ def met_figure(pred: np.ndarray, true: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-class MetKind:
+class MetKind(Kind):
     """MSE of the MET components; φ-roll and η-flip augmentation (see the module doc)."""
 
-    def train_epoch(self, model, data, opt, cfg, rng, device):
-        from trainables.loop import step
-
-        model.train()
-        augment = bool(cfg.get("augment", True))
-        total = seen = 0.0
-        for idx in iterate_minibatches(data.train, int(cfg["batch_size"]), rng):
-            if len(idx) < 2:
-                continue
-            x = fetch(data, "x", idx, cfg, device)
-            met = fetch(data, "met", idx, cfg, device)
-            if augment:
-                shift = int(rng.integers(x.shape[-1]))
-                x = torch.roll(x, shift, dims=-1)
-                angle = torch.full((len(idx),), 2 * math.pi * shift / x.shape[-1], device=device)
-                met = rotate(met, angle)
-                if rng.random() < 0.5:
-                    x = x.flip(-2)  # η → −η leaves MET unchanged
-            loss = F.mse_loss(model.met(x), met)
-            if not torch.isfinite(loss):
-                raise TrialDiverged(f"MET loss became {loss.item()}")
-            step(loss, opt, cfg)
-            total += loss.item() * len(idx)
-            seen += len(idx)
-        return {"train_loss": total / max(seen, 1)}
+    def batch_loss(self, model, data, idx, cfg, rng, ctx):
+        device = ctx.device
+        x = fetch(data, "x", idx, cfg, device)
+        met = fetch(data, "met", idx, cfg, device)
+        if bool(cfg.get("augment", True)):
+            shift = int(rng.integers(x.shape[-1]))
+            x = torch.roll(x, shift, dims=-1)
+            angle = torch.full((len(idx),), 2 * math.pi * shift / x.shape[-1], device=device)
+            met = rotate(met, angle)
+            if rng.random() < 0.5:
+                x = x.flip(-2)  # η → −η leaves MET unchanged
+        loss = F.mse_loss(model.met(x).float(), met)
+        return loss, {"train_loss": loss.item()}
 
     @torch.no_grad()
-    def predict(self, model, data, indices, cfg, device) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, model, data, indices, cfg, ctx) -> tuple[np.ndarray, np.ndarray]:
         model.eval()
         preds, trues = [], []
         for idx in iterate_minibatches(indices, 256, None):
-            preds.append(model.met(fetch(data, "x", idx, cfg, device)).cpu().numpy())
+            preds.append(model.met(fetch(data, "x", idx, cfg, ctx.device)).float().cpu().numpy())
             trues.append(np.asarray(data.batch("met", idx, cfg), dtype=np.float32))
         return np.concatenate(preds), np.concatenate(trues)
 
-    def evaluate(self, model, data, split, cfg, device):
-        pred, true = self.predict(model, data, getattr(data, split), cfg, device)
-        if isinstance(cfg, dict) and split == "val":
-            cfg["_last_met"] = (pred, true)
+    def evaluate(self, model, data, split, cfg, ctx):
+        pred, true = self.predict(model, data, getattr(data, split), cfg, ctx)
+        if split == "val":
+            ctx.scratch["last_met"] = (pred, true)
         return met_metrics(pred, true, split)
 
-    def figures(self, model, data, cfg, device) -> dict[str, bytes]:
-        last = cfg.get("_last_met")
+    def figures(self, model, data, cfg, ctx) -> dict[str, bytes]:
+        last = ctx.scratch.get("last_met")
         return {"met_residuals": met_figure(*last)} if last else {}
 
 
@@ -288,14 +276,17 @@ class NoOptimizer:
         pass
 
 
-class GbdtKind:
+class GbdtKind(Kind):
     """Boosting iterations per epoch; MET metrics and figures as the ``met`` kind."""
+
+    mixed_precision = False  # trees grow in float64 on hand features; no network, no autocast
 
     def make_optimizer(self, model, cfg):
         return NoOptimizer()
 
-    def _features(self, data, indices, cfg) -> tuple[np.ndarray, np.ndarray]:
-        cache = cfg.setdefault("_features", {}) if isinstance(cfg, dict) else {}
+    def _features(self, data, indices, cfg, cache: dict | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        cache = {} if cache is None else cache
         key = (indices[0] if len(indices) else -1, len(indices))
         if key not in cache:
             feats, mets = [], []
@@ -313,8 +304,8 @@ class GbdtKind:
             features, met = self._features(data, data.train, cfg)
             model.grow(features, met, int(model.fitted_iterations))
 
-    def train_epoch(self, model, data, opt, cfg, rng, device):
-        features, met = self._features(data, data.train, cfg)
+    def train_epoch(self, model, data, opt, cfg, rng, ctx):
+        features, met = self._features(data, data.train, cfg, ctx.scratch.setdefault("features", {}))
         resumed = int(model.fitted_iterations)
         if model.regressors is None and resumed > 0:
             model.grow(features, met, resumed)  # re-grow the checkpointed (seeded) trees
@@ -322,15 +313,16 @@ class GbdtKind:
         pred = model.predict_features(features)
         return {"train_loss": float(((pred - met) ** 2).mean())}
 
-    def evaluate(self, model, data, split, cfg, device):
-        features, met = self._features(data, getattr(data, split), cfg)
+    def evaluate(self, model, data, split, cfg, ctx):
+        features, met = self._features(data, getattr(data, split), cfg,
+                                       ctx.scratch.setdefault("features", {}))
         pred = model.predict_features(features)
-        if isinstance(cfg, dict) and split == "val":
-            cfg["_last_met"] = (pred, met)
+        if split == "val":
+            ctx.scratch["last_met"] = (pred, met)
         return met_metrics(pred, met, split)
 
-    def figures(self, model, data, cfg, device) -> dict[str, bytes]:
-        last = cfg.get("_last_met")
+    def figures(self, model, data, cfg, ctx) -> dict[str, bytes]:
+        last = ctx.scratch.get("last_met")
         return {"met_residuals": met_figure(*last)} if last else {}
 
 

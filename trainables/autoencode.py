@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from trainables.loop import TrialDiverged, fetch, iterate_minibatches, register_kind
+from trainables.loop import Kind, fetch, iterate_minibatches, register_kind
 
 EPS = 1e-6
 
@@ -68,7 +68,7 @@ def _middle(x: np.ndarray) -> np.ndarray:
     return x
 
 
-class AutoEncodeKind:
+class AutoEncodeKind(Kind):
     """Step functions of the ``autoencode`` kind (see the module doc)."""
 
     def make_optimizer(self, model: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
@@ -78,35 +78,24 @@ class AutoEncodeKind:
         code = getattr(getattr(model, "module", model), "sparsity_code", None)
         if code is None or float(cfg.get("lambda", 0.0)) == 0.0:
             return None
-        return float(cfg["lambda"]) * kl_sparsity(code, float(cfg["rho"]),
+        return float(cfg["lambda"]) * kl_sparsity(code.float(), float(cfg["rho"]),
                                                   str(cfg.get("sparsity", "scalar")))
 
-    def train_epoch(self, model, data, opt, cfg, rng, device):
-        model.train()
+    def batch_loss(self, model, data, idx, cfg, rng, ctx):
+        x = fetch(data, "x", idx, cfg, ctx.device)
+        recon = F.mse_loss(model(x).float(), x)
+        loss = recon
+        sparsity = self._sparsity(model, cfg)
+        if sparsity is not None:
+            loss = loss + sparsity
         l1 = float(cfg.get("l1", 0.0))
-        total = seen = 0.0
-        for idx in iterate_minibatches(data.train, int(cfg["batch_size"]), rng):
-            if len(idx) < 2:
-                continue
-            x = fetch(data, "x", idx, cfg, device)
-            recon = F.mse_loss(model(x), x)
-            loss = recon
-            sparsity = self._sparsity(model, cfg)
-            if sparsity is not None:
-                loss = loss + sparsity
-            if l1 > 0:
-                loss = loss + l1 * l1_penalty(model)
-            if not torch.isfinite(loss):
-                raise TrialDiverged(f"reconstruction loss became {loss.item()}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += recon.item() * len(idx)
-            seen += len(idx)
-        return {"train_recon_loss": total / max(seen, 1)}
+        if l1 > 0:
+            loss = loss + l1 * l1_penalty(model)
+        return loss, {"train_recon_loss": recon.item()}
 
     @torch.no_grad()
-    def evaluate(self, model, data, split, cfg, device):
+    def evaluate(self, model, data, split, cfg, ctx):
+        device = ctx.device
         model.eval()
         total = seen = code_sum = 0.0
         core = getattr(model, "module", model)
@@ -123,11 +112,11 @@ class AutoEncodeKind:
         return out
 
     @torch.no_grad()
-    def figures(self, model, data, cfg, device) -> dict[str, bytes]:
+    def figures(self, model, data, cfg, ctx) -> dict[str, bytes]:
         from trainables.figures import image_grid_png
 
         model.eval()
-        x = fetch(data, "x", np.sort(data.val[:8]), cfg, device)
+        x = fetch(data, "x", np.sort(data.val[:8]), cfg, ctx.device)
         recon = model(x).cpu().numpy()
         inputs = x.cpu().numpy()
         low, high = float(inputs.min()), float(inputs.max())  # the inputs' range for both rows

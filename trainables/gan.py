@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from trainables.loop import TrialDiverged, autocast, fetch, iterate_minibatches, register_kind
+from trainables.loop import Kind, TrialDiverged, fetch, iterate_minibatches, register_kind
 from trainables.sample_quality import sample_quality
 
 EVAL_SAMPLES = 256
@@ -104,7 +104,7 @@ def dcgan_init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class GanKind:
+class GanKind(Kind):
     """Step functions of the ``gan`` kind (see the module docstring)."""
 
     def make_optimizer(self, model: GanModule, cfg: Mapping[str, Any]) -> MultiOptimizer:
@@ -117,7 +117,8 @@ class GanKind:
                               float(cfg["d_lr"]), betas, momentum),
         )
 
-    def train_epoch(self, model, data, opt, cfg, rng, device):
+    def train_epoch(self, model, data, opt, cfg, rng, ctx):
+        device = ctx.device
         model.train()
         real_target = 1.0 - float(cfg.get("label_smoothing", 0.0))
         d_steps = int(cfg.get("d_steps", 1))
@@ -130,21 +131,18 @@ class GanKind:
             real = fetch(data, "x", idx, cfg, device)
             n = len(idx)
             for _ in range(d_steps):
-                with autocast(device, cfg):
+                with ctx.autocast():
                     fake = model.sample(n, device, torch_rng).detach()
                     p_real = model.discriminator(real).float().view(-1)
                     p_fake = model.discriminator(fake).float().view(-1)
+                # binary cross-entropy in fp32, outside autocast (which refuses it on CUDA)
                 d_loss = F.binary_cross_entropy(p_real, torch.full_like(p_real, real_target)) + \
                     F.binary_cross_entropy(p_fake, torch.zeros_like(p_fake))
-                opt["d"].zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt["d"].step()
-            with autocast(device, cfg):
+                ctx.step(d_loss, opt["d"])
+            with ctx.autocast():
                 p_gen = model.discriminator(model.sample(n, device, torch_rng)).float().view(-1)
             g_loss = F.binary_cross_entropy(p_gen, torch.ones_like(p_gen))
-            opt["g"].zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt["g"].step()
+            ctx.step(g_loss, opt["g"])
             if not (torch.isfinite(d_loss) and torch.isfinite(g_loss)):
                 raise TrialDiverged(f"GAN losses became d={d_loss.item()}, g={g_loss.item()}")
             totals["d_loss"] += d_loss.item()
@@ -166,17 +164,17 @@ class GanKind:
         indices = getattr(data, split)[:n]
         return data.batch("x", np.sort(indices), cfg)
 
-    def evaluate(self, model, data, split, cfg, device):
+    def evaluate(self, model, data, split, cfg, ctx):
         real = model.to_image(self.real_samples(data, split, cfg, EVAL_SAMPLES))
-        fake = model.to_image(self.generate(model, len(real), device))
+        fake = model.to_image(self.generate(model, len(real), ctx.device))
         quality = sample_quality(fake, real, seed=EVAL_SEED)
         return {f"{split}_{k if k != 'score' else 'quality'}": v for k, v in quality.items()}
 
-    def figures(self, model, data, cfg, device) -> dict[str, bytes]:
+    def figures(self, model, data, cfg, ctx) -> dict[str, bytes]:
         from trainables.figures import image_grid_png
 
         real = model.to_image(self.real_samples(data, "val", cfg, 8))
-        fake = model.to_image(self.generate(model, 8, device))
+        fake = model.to_image(self.generate(model, 8, ctx.device))
         collapse = (lambda a: a.sum(1)) if real.ndim == 4 else (lambda a: a)
         return {"samples": image_grid_png({"real": collapse(real), "generated": collapse(fake)},
                                           title="validation events vs generated (summed channels)")}

@@ -13,8 +13,8 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,24 +31,137 @@ class TrialDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-class Kind(Protocol):
-    """Step functions of one task kind."""
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+FIGURES_KEY = "figures"  # checkpoint state entry: {name: PNG bytes}, written beside the state
 
-    def train_epoch(self, model: nn.Module, data: DataSplits, opt: torch.optim.Optimizer,
-                    cfg: Mapping[str, Any], rng: np.random.Generator, device: torch.device
-                    ) -> Metrics: ...
+
+@dataclass
+class StepContext:
+    """What a kind's steps need besides the model, data and configuration: the device, the
+    precision (autocast, and the gradient scaler for fp16) and a scratch record that lives as
+    long as one ``fit`` (a kind's last validation pass, for its figures; cached features).
+    The configuration itself stays the searched parameters only."""
+
+    device: torch.device
+    precision: str = "fp32"
+    scaler: Any = None  # torch.amp.GradScaler for fp16
+    scratch: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, device: str | torch.device, precision: str = "fp32") -> StepContext:
+        """A context for ``device`` and ``precision`` (fp32, bf16, fp16)."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r} not in {sorted(PRECISIONS)}")
+        device = torch.device(device)
+        scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+        return cls(device=device, precision=precision, scaler=scaler)
+
+    def autocast(self):
+        """Mixed-precision context of this precision (a no-op for fp32)."""
+        dtype = PRECISIONS[self.precision]
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+    def step(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
+        """Backward pass and optimizer step (through the gradient scaler for fp16)."""
+        opt.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(opt)
+            self.scaler.update()
+
+
+class Kind:
+    """Step functions of one task kind; subclasses differ in how a batch becomes a loss.
+
+    The default :meth:`train_epoch` draws shuffled batches of the train split and, for each,
+    computes :meth:`batch_loss` under autocast and steps the optimizer through
+    :meth:`StepContext.step` (gradient scaler for fp16): mixed precision lives here once.
+    Kinds with several networks or phases (GAN, EWM) override :meth:`train_epoch` and use
+    ``ctx.autocast()`` and ``ctx.step`` themselves. Hooks with defaults: :meth:`make_optimizer`,
+    :meth:`figures`, :meth:`ready_for_inference`."""
+
+    #: False for a kind that trains no network by gradient descent (boosted trees):
+    #: precision does not apply to it
+    mixed_precision: bool = True
+
+    def make_optimizer(self, model: nn.Module, cfg: Mapping[str, Any]) -> Any:
+        """The optimizer(s) of ``model``; one ``state_dict`` for the checkpoint."""
+        return make_optimizer(model, cfg)
+
+    def batch_loss(self, model: nn.Module, data: DataSplits, idx: np.ndarray,
+                   cfg: Mapping[str, Any], rng: np.random.Generator, ctx: StepContext
+                   ) -> tuple[torch.Tensor, Metrics]:
+        """The training loss of batch ``idx`` and per-sample-averaged statistics to report
+        (e.g. ``{"train_loss": ...}``); runs under autocast."""
+        raise NotImplementedError(f"{type(self).__name__} must define batch_loss or train_epoch")
+
+    def train_epoch(self, model: nn.Module, data: DataSplits, opt: Any,
+                    cfg: Mapping[str, Any], rng: np.random.Generator, ctx: StepContext
+                    ) -> Metrics:
+        """One pass over the train split; returns the epoch's training metrics."""
+        model.train()
+        totals: dict[str, float] = {}
+        seen = 0
+        for idx in iterate_minibatches(data.train, int(cfg["batch_size"]), rng):
+            if len(idx) < 2:  # BatchNorm needs two samples
+                continue
+            with ctx.autocast():
+                loss, stats = self.batch_loss(model, data, idx, cfg, rng, ctx)
+            if not torch.isfinite(loss):
+                raise TrialDiverged(f"training loss became {loss.item()}")
+            ctx.step(loss, opt)
+            for key, value in stats.items():
+                totals[key] = totals.get(key, 0.0) + value * len(idx)
+            seen += len(idx)
+        return {key: value / max(seen, 1) for key, value in totals.items()}
 
     def evaluate(self, model: nn.Module, data: DataSplits, split: str,
-                 cfg: Mapping[str, Any], device: torch.device) -> Metrics: ...
+                 cfg: Mapping[str, Any], ctx: StepContext) -> Metrics:
+        """Metrics of ``split`` (``val``, ``test``), named ``<split>_<metric>``."""
+        raise NotImplementedError(f"{type(self).__name__} must define evaluate")
+
+    def figures(self, model: nn.Module, data: DataSplits, cfg: Mapping[str, Any],
+                ctx: StepContext) -> dict[str, bytes]:
+        """Pictures of this epoch (name → PNG bytes), e.g. of the last validation pass."""
+        return {}
+
+    def ready_for_inference(self, model: nn.Module, data: DataSplits,
+                            cfg: Mapping[str, Any]) -> None:
+        """Make a model loaded from a checkpoint ready to predict (default: nothing)."""
 
 
 KINDS: dict[str, Kind] = {}
+_KINDS_LOADED = False
 
 
 def register_kind(name: str, kind: Kind) -> Kind:
     """Make ``kind`` the step functions for spaces of task kind ``name``."""
+    if not isinstance(kind, Kind):
+        raise TypeError(f"kind {name!r}: {type(kind).__name__} must subclass trainables.loop.Kind")
     KINDS[name] = kind
     return kind
+
+
+def get_kind(name: str) -> Kind:
+    """The registered kind ``name``. Every module of :mod:`trainables` is imported first, so a
+    kind defined in a new module is found without an edit here (as spaces are)."""
+    global _KINDS_LOADED
+    if not _KINDS_LOADED:
+        import importlib
+        import pkgutil
+
+        import trainables
+
+        for module in pkgutil.iter_modules(trainables.__path__):
+            importlib.import_module(f"trainables.{module.name}")
+        _KINDS_LOADED = True
+    if name not in KINDS:
+        raise ValueError(f"no step functions for kind {name!r} (registered: "
+                         f"{', '.join(sorted(KINDS))})")
+    return KINDS[name]
 
 
 def iterate_minibatches(indices: np.ndarray, batch_size: int,
@@ -108,33 +221,7 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-PRECISION_KEY = "_precision"  # set by the loop from FitSettings; not a searched parameter
-FIGURES_KEY = "figures"  # checkpoint state entry: {name: PNG bytes}, written beside the state
-LAST_EVAL_KEY = "_last_eval"  # a kind's own record of its last validation pass (for figures)
-SCALER_KEY = "_grad_scaler"
-
-
-def autocast(device: torch.device, cfg: Mapping[str, Any]):
-    """Mixed-precision context for ``cfg[PRECISION_KEY]`` (a no-op for fp32)."""
-    dtype = PRECISIONS[cfg.get(PRECISION_KEY, "fp32")]
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
-
-def step(loss: torch.Tensor, opt: torch.optim.Optimizer, cfg: Mapping[str, Any]) -> None:
-    """Backward pass and optimizer step (through a gradient scaler for fp16)."""
-    opt.zero_grad(set_to_none=True)
-    scaler = cfg.get(SCALER_KEY)
-    if scaler is None:
-        loss.backward()
-        opt.step()
-    else:
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-
-
-class ClassifyKind:
+class ClassifyKind(Kind):
     """Cross-entropy classification of ``arrays['x']`` into ``arrays['y']``.
 
     Config keys used: ``batch_size``; ``background`` (optional): a uniform offset drawn from
@@ -148,55 +235,42 @@ class ClassifyKind:
     the events of those two classes. Figures: the confusion matrix and those ROC curves.
     """
 
-    def train_epoch(self, model, data, opt, cfg, rng, device):
-        model.train()
+    def batch_loss(self, model, data, idx, cfg, rng, ctx):
+        device = ctx.device
+        inputs = [fetch(data, key, idx, cfg, device) for key in input_keys(model)]
+        xb = inputs[0]
+        yb = fetch(data, "y", idx, cfg, device, torch.long)
         background = float(cfg.get("background", 0.0))
-        flips = bool(cfg.get("flip_augment", False))
+        if background > 0:
+            shape = (len(idx),) + (1,) * (xb.dim() - 1)
+            xb = xb + torch.from_numpy(rng.uniform(0, background, shape)).to(xb)
+        if bool(cfg.get("flip_augment", False)) and xb.dim() == 4:
+            xb = random_flips(xb, rng)
+        logits = model(xb, *inputs[1:])
+        loss = F.cross_entropy(logits.float(), yb)
         l1 = float(cfg.get("l1", 0.0))
-        keys = input_keys(model)
-        total_loss = correct = seen = 0.0
-        for idx in iterate_minibatches(data.train, int(cfg["batch_size"]), rng):
-            if len(idx) < 2:  # BatchNorm needs two samples
-                continue
-            inputs = [fetch(data, key, idx, cfg, device) for key in keys]
-            xb = inputs[0]
-            yb = fetch(data, "y", idx, cfg, device, torch.long)
-            if background > 0:
-                shape = (len(idx),) + (1,) * (xb.dim() - 1)
-                xb = xb + torch.from_numpy(rng.uniform(0, background, shape)).to(xb)
-            if flips and xb.dim() == 4:
-                xb = random_flips(xb, rng)
-            with autocast(device, cfg):
-                logits = model(xb, *inputs[1:])
-                loss = F.cross_entropy(logits.float(), yb)
-                if l1 > 0:
-                    loss = loss + l1 * sum(p.abs().sum() for p in model.parameters() if p.dim() > 1)
-            if not torch.isfinite(loss):
-                raise TrialDiverged(f"training loss became {loss.item()}")
-            step(loss, opt, cfg)
-            total_loss += loss.item() * len(idx)
-            correct += (logits.argmax(-1) == yb).sum().item()
-            seen += len(idx)
-        seen = max(seen, 1)
-        return {"train_loss": total_loss / seen, "train_top1": correct / seen}
+        if l1 > 0:
+            loss = loss + l1 * sum(p.abs().sum() for p in model.parameters() if p.dim() > 1)
+        correct = (logits.argmax(-1) == yb).sum().item()
+        return loss, {"train_loss": loss.item(), "train_top1": correct / len(idx)}
 
     @torch.no_grad()
-    def predict(self, model, data, indices, cfg, device) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, model, data, indices, cfg, ctx) -> tuple[np.ndarray, np.ndarray]:
         """Class probabilities and true labels of ``indices``."""
         model.eval()
         probs, labels = [], []
         keys = input_keys(model)
         for idx in iterate_minibatches(indices, max(int(cfg["batch_size"]), 256), None):
-            inputs = [fetch(data, key, idx, cfg, device) for key in keys]
-            with autocast(device, cfg):
+            inputs = [fetch(data, key, idx, cfg, ctx.device) for key in keys]
+            with ctx.autocast():
                 logits = model(*inputs).float()
             probs.append(torch.softmax(logits, -1).cpu().numpy())
             labels.append(np.asarray(data.batch("y", idx, cfg), dtype=np.int64))
         return np.concatenate(probs), np.concatenate(labels)
 
-    def evaluate(self, model, data, split, cfg, device):
+    def evaluate(self, model, data, split, cfg, ctx):
         indices = getattr(data, split)
-        probs, labels = self.predict(model, data, indices, cfg, device)
+        probs, labels = self.predict(model, data, indices, cfg, ctx)
         n = max(len(labels), 1)
         picked = np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)
         top = np.argsort(-probs, axis=1)[:, : min(3, probs.shape[1])]
@@ -217,15 +291,15 @@ class ClassifyKind:
             if math.isfinite(auc):  # both classes present
                 metrics[f"{split}_auc_{name}"] = auc
                 curves[name] = (score, labels[mask] == signal, auc)
-        if isinstance(cfg, dict) and split == "val":  # kept for figures() of this epoch
-            cfg[LAST_EVAL_KEY] = {"probs": probs, "labels": labels, "curves": curves}
+        if split == "val":  # kept for figures() of this epoch
+            ctx.scratch["last_eval"] = {"probs": probs, "labels": labels, "curves": curves}
         return metrics
 
-    def figures(self, model, data, cfg, device) -> dict[str, bytes]:
+    def figures(self, model, data, cfg, ctx) -> dict[str, bytes]:
         """Confusion matrix (and ROC curves) of the last validation pass, as PNG bytes."""
         from trainables import figures
 
-        last = cfg.get(LAST_EVAL_KEY)
+        last = ctx.scratch.get("last_eval")
         if not last:
             return {}
         names = data.info.class_names or tuple(str(i) for i in range(data.info.num_classes))
@@ -286,17 +360,27 @@ def shard_splits(data: DataSplits, rank: int, world: int) -> DataSplits:
     return dataclasses.replace(data, train=train)
 
 
+class Fitted(dict):
+    """What :func:`fit` returns: the last epoch's metrics (a dict), with the trained model as
+    ``.model`` (unwrapped from data parallelism)."""
+
+    model: nn.Module | None = None
+
+
 def fit(space: Any, config: Mapping[str, Any], data: DataSplits, settings: FitSettings,
         report: ReportFn | None = None, state: Mapping[str, Any] | None = None,
-        prepare_model: Callable[[nn.Module], nn.Module] | None = None) -> Metrics:
+        prepare_model: Callable[[nn.Module], nn.Module] | None = None) -> Fitted:
     """Train ``space``'s model with ``config`` for up to ``settings.max_epochs`` epochs.
 
     ``state`` (a previous checkpoint state) resumes after its epoch. ``report(metrics, state)``
     is called after every epoch with the epoch's metrics and the state to checkpoint.
     ``prepare_model`` wraps the model for data-parallel training (e.g. DDP); checkpoints
-    always hold the unwrapped model. Returns the metrics of the last epoch.
+    always hold the unwrapped model. Returns the metrics of the last epoch, the trained model
+    as ``.model``.
     """
-    device = torch.device(settings.device)
+    kind = get_kind(space.kind)
+    ctx = StepContext.create(settings.device, settings.precision)
+    device = ctx.device
     torch.manual_seed(settings.seed)
     if settings.shard is not None:
         data = shard_splits(data, *settings.shard)
@@ -306,28 +390,18 @@ def fit(space: Any, config: Mapping[str, Any], data: DataSplits, settings: FitSe
         core.load_state_dict(state["model"])
         start_epoch = int(state["epoch"])
     model = prepare_model(core) if prepare_model is not None else core
-    if space.kind not in KINDS:
-        raise ValueError(f"space {space.name!r}: no step functions for kind {space.kind!r} "
-                         f"(registered: {', '.join(sorted(KINDS))})")
-    kind = KINDS[space.kind]
-    # A kind with several networks (a GAN) builds its own optimizers (one state_dict).
-    opt = getattr(kind, "make_optimizer", make_optimizer)(model, config)
+    opt = kind.make_optimizer(model, config)
     if state is not None:
         opt.load_state_dict(state["optimizer"])
     config = dict(config)
-    if settings.precision not in PRECISIONS:
-        raise ValueError(f"precision {settings.precision!r} not in {sorted(PRECISIONS)}")
-    config[PRECISION_KEY] = settings.precision
-    if settings.precision == "fp16":
-        config[SCALER_KEY] = torch.amp.GradScaler(device.type)
     metrics: Metrics = {}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for epoch in range(start_epoch + 1, settings.max_epochs + 1):
         t0 = time.perf_counter()
         rng = np.random.default_rng([settings.seed, epoch])
-        metrics = dict(kind.train_epoch(model, data, opt, config, rng, device))
-        metrics.update(kind.evaluate(model, data, "val", config, device))
+        metrics = dict(kind.train_epoch(model, data, opt, config, rng, ctx))
+        metrics.update(kind.evaluate(model, data, "val", config, ctx))
         bad = [k for k, v in metrics.items() if not math.isfinite(v)]
         if bad:
             raise TrialDiverged(f"non-finite metrics at epoch {epoch}: {', '.join(bad)}")
@@ -338,8 +412,9 @@ def fit(space: Any, config: Mapping[str, Any], data: DataSplits, settings: FitSe
         if report is not None:
             new_state = {"model": core.state_dict(), "optimizer": opt.state_dict(),
                          "epoch": epoch}
-            if settings.figure_epoch(epoch) and hasattr(kind, "figures") and \
-                    (settings.shard is None or settings.shard[0] == 0):
-                new_state[FIGURES_KEY] = kind.figures(model, data, config, device)
+            if settings.figure_epoch(epoch) and (settings.shard is None or settings.shard[0] == 0):
+                new_state[FIGURES_KEY] = kind.figures(model, data, config, ctx)
             report(metrics, new_state)
-    return metrics
+    fitted = Fitted(metrics)
+    fitted.model = core
+    return fitted

@@ -44,7 +44,7 @@ from trainables.gan import (
     build_optimizer,
     to_unit,
 )
-from trainables.loop import TrialDiverged, register_kind
+from trainables.loop import Kind, TrialDiverged, register_kind
 from trainables.sample_quality import sample_quality
 
 EWM_BATCH = 250  # the seed's EWM launch
@@ -243,7 +243,7 @@ def ot_step(x: torch.Tensor, targets: torch.Tensor, psi: torch.Tensor,
     return assign
 
 
-class EwmKind:
+class EwmKind(Kind):
     """Explicit Wasserstein minimisation (see the module docstring). One epoch is one outer
     iteration: an optimal-transport phase, then a fit phase over the buffered pairs."""
 
@@ -268,7 +268,8 @@ class EwmKind:
         return bool(counts.min() >= NEAR_UNIFORM[0] * mean and
                     counts.max() <= NEAR_UNIFORM[1] * mean), tv
 
-    def train_epoch(self, model, data, opt, cfg, rng, device):
+    def train_epoch(self, model, data, opt, cfg, rng, ctx):
+        device = ctx.device
         model.train()
         codes = torch.from_numpy(np.asarray(data.arrays["codes"][data.train], np.float32)).to(device)
         n = len(codes)
@@ -281,8 +282,8 @@ class EwmKind:
         filled, steps, done, tv = 0, 0, False, 1.0
         while steps < max_iters and not done:
             z = model.noise(batch, device, torch_rng)
-            with torch.no_grad():
-                x = model.generator(z)
+            with torch.no_grad(), ctx.autocast():
+                x = model.generator(z).float()  # costs and the dual step stay in fp32
             assign = ot_step(x, codes, model.psi, opt["psi"], kind)
             buffer_z[steps % mem_size], buffer_j[steps % mem_size] = z, assign
             steps += 1
@@ -291,14 +292,13 @@ class EwmKind:
                 done, tv = self.near_uniform(buffer_j[:filled].flatten().cpu().numpy(), n)
         fit_total = 0.0
         for slot in rng.permutation(filled):
-            out = model.generator(buffer_z[slot])
-            diff = out - codes[buffer_j[slot]]
+            with ctx.autocast():
+                out = model.generator(buffer_z[slot])
+            diff = out.float() - codes[buffer_j[slot]]
             loss = diff.abs().sum(1).mean() if kind == "l1" else (diff**2).sum(1).mean()
             if not torch.isfinite(loss):
                 raise TrialDiverged(f"EWM fit loss became {loss.item()}")
-            opt["g"].zero_grad(set_to_none=True)
-            loss.backward()
-            opt["g"].step()
+            ctx.step(loss, opt["g"])
             fit_total += loss.item()
         return {"train_fit_loss": fit_total / max(filled, 1), "train_ot_iterations": float(steps),
                 "train_assignment_tv": tv, "train_ot_converged": float(done)}
@@ -310,21 +310,21 @@ class EwmKind:
         z = model.noise(n, torch.device("cpu"), noise_rng).to(device)
         return model.images(z).cpu().numpy()
 
-    def evaluate(self, model, data, split, cfg, device):
+    def evaluate(self, model, data, split, cfg, ctx):
         indices = np.sort(getattr(data, split)[:EVAL_SAMPLES])
         real = to_unit(data.batch("x", indices, cfg))
-        fake = to_unit(self.generate(model, len(indices), device))
+        fake = to_unit(self.generate(model, len(indices), ctx.device))
         quality = sample_quality(fake, real, seed=EVAL_SEED)
         out = {f"{split}_{k if k != 'score' else 'quality'}": v for k, v in quality.items()}
         if not all(math.isfinite(v) for v in out.values()):
             raise TrialDiverged("generated images are not finite")
         return out
 
-    def figures(self, model, data, cfg, device) -> dict[str, bytes]:
+    def figures(self, model, data, cfg, ctx) -> dict[str, bytes]:
         from trainables.figures import image_grid_png
 
         real = to_unit(data.batch("x", np.sort(data.val[:8]), cfg))[:, 0]
-        fake = to_unit(self.generate(model, 8, device))[:, 0]
+        fake = to_unit(self.generate(model, 8, ctx.device))[:, 0]
         return {"samples": image_grid_png({"real": real, "generated": fake},
                                           title="validation images vs EWM samples (decoded)")}
 

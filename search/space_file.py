@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from experiment.cli import BadInput
+from common.errors import BadInput
 
 RANGE_KEYS = {"low", "high", "step", "log"}
 CATALOG_SAMPLES = 300

@@ -16,15 +16,9 @@ import os
 import tempfile
 from typing import Any
 
+from search.trial import TrialContext, load_data
+from trainables.checkpoint import fit_or_fail, flatten, load_state, save_state
 from trainables.loop import FitSettings
-from trainables.trial import (
-    TrialContext,
-    fit_or_fail,
-    flatten,
-    load_data,
-    load_state,
-    save_state,
-)
 
 
 def worker_loop(payload: dict[str, Any]) -> None:

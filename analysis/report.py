@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiment.cli import BadInput
+from common.errors import BadInput
 
-REDUCTION_FACTOR = 3  # the ASHA scheduler's (experiment.driver.make_scheduler)
+REDUCTION_FACTOR = 3  # the ASHA scheduler's (search.driver.make_scheduler)
 MIN_IMPORTANCE_TRIALS = 5  # fANOVA on fewer trials is noise
 MAX_IMPORTANCES = 15  # bars in the importance chart
 MAX_AXES = 8  # parameters on the parallel-coordinates plot
@@ -38,21 +38,6 @@ MAX_SLICES = 6  # slice plots
 TOP_CURVES = 5  # learning curves drawn in colour
 COLORS = {"COMPLETE": "tab:blue", "PRUNED": "0.55", "FAIL": "black", "RUNNING": "tab:purple"}
 SEED_COLOR, BEST_COLOR = "tab:orange", "tab:red"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Flags of the ``report`` sub-command."""
-    from experiment.cli import _Parser
-
-    p = _Parser(prog="launch.py report",
-                description="Pictures and an HTML page of a finished search: history, "
-                            "parameter importances, parallel coordinates, slices, learning "
-                            "curves, ASHA rungs and the best trial's figures; logged to the "
-                            "experiment's MLflow parent run under report/.")
-    p.add_argument("--experiment", required=True, help="the search to report on")
-    p.add_argument("--storage", default="ray_results", help="its --storage (ray_results)")
-    p.add_argument("--out", default=None, help="output folder (reports/<experiment>)")
-    return p
 
 
 # -- data ----------------------------------------------------------------------------------
@@ -645,10 +630,10 @@ def render_html(report: Report, pictures: list[Picture], figures: list[Path], fi
 def load_report(storage: str, experiment: str) -> tuple[Report, Any, str]:
     """Read state, study and MLflow tags; returns the report, the MLflow client and the
     tracking URI. Raises :class:`BadInput` for anything the user must fix."""
-    from experiment.cli import resolve_mlflow_uri
-    from experiment.optuna_store import load_study
-    from experiment.tracking import ExperimentState, state_path
     from search_spaces import get_space
+    from tracking.optuna_store import load_study
+    from tracking.state import ExperimentState, state_path
+    from tracking.store import resolve_mlflow_uri
 
     path = state_path(storage, experiment)
     if not path.exists():
@@ -697,12 +682,11 @@ def load_report(storage: str, experiment: str) -> tuple[Report, Any, str]:
     return report, client, uri
 
 
-def run(argv: list[str]) -> int:
-    """The ``report`` sub-command; returns the exit code."""
-    from experiment.cli import check_writable_dir
+def run(args: argparse.Namespace) -> int:
+    """The ``report`` sub-command; returns the exit code. (flags parsed by :mod:`cli.report`)."""
+    from common.paths import check_writable_dir
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    args = build_parser().parse_args(argv)
     name = args.experiment
     if not name.strip() or "/" in name or name in (".", ".."):
         raise BadInput(f"--experiment {name!r}: use a plain name without '/'")

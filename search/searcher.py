@@ -7,7 +7,7 @@
   its intermediate values (reported every epoch), as Optuna's own pruners do. Ray's searcher
   tells it COMPLETE with its last, early-epoch value, so TPE would compare a 1-epoch value
   with 9-epoch values as if both were final.
-- With a :class:`~experiment.optuna_store.StudyMirror`, every trial is also written live into a
+- With a :class:`~tracking.optuna_store.StudyMirror`, every trial is also written live into a
   persistent study (parameters, per-epoch values, final state) for Optuna's own tools.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
 
-from experiment.optuna_store import StudyMirror
-from trainables.trial import FAILURE_KEY
+from tracking.optuna_store import StudyMirror
+from trainables.checkpoint import FAILURE_KEY
 
 
 class PlatformOptunaSearch(OptunaSearch):

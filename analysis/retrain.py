@@ -18,34 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from experiment.cli import BadInput, _key_value, _positive_int
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from experiment.cli import _Parser
-
-    p = _Parser(prog="launch.py train",
-                description="Retrain one configuration (e.g. from --export-best), log it to "
-                            "MLflow and report its test-set metrics.")
-    p.add_argument("--config", required=True, metavar="FILE.yaml",
-                   help="space and configuration (as written by --export-best)")
-    p.add_argument("--max-epochs", type=_positive_int, default=9, help="epochs to train (9)")
-    p.add_argument("--data", default=None,
-                   help="data file (default: the one the configuration was searched on)")
-    p.add_argument("--data-option", type=_key_value, action="append", default=None,
-                   metavar="KEY=VALUE", help="data-set option, repeatable (default: the file's)")
-    p.add_argument("--samples", type=_positive_int, default=None,
-                   help="size of the synthetic data set (default: the file's)")
-    p.add_argument("--seed", type=int, default=None, help="seed (default: the file's, else 0)")
-    p.add_argument("--experiment", default=None,
-                   help="MLflow experiment (default: <source experiment>-retrain)")
-    p.add_argument("--mlflow-uri", default=None,
-                   help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
-                   help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                   help="training precision (fp32)")
-    return p
+from common.errors import BadInput
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
@@ -73,7 +46,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
 def check_config(space: Any, config: Mapping[str, Any], info: Any, where: str) -> None:
     """Every name must be one the space suggests, with a value of the right type."""
-    from experiment.space_file import catalog, normalise
+    from search.space_file import catalog, normalise
 
     known = catalog(space, info)
     nested = [k for k, v in config.items() if isinstance(v, Mapping | list)]
@@ -82,8 +55,8 @@ def check_config(space: Any, config: Mapping[str, Any], info: Any, where: str) -
     normalise(config, known, where)
 
 
-def resolve_data(doc: Mapping[str, Any], args: argparse.Namespace, spec: Any) -> tuple[str, int,
-                                                                                        dict, int]:
+def resolve_data(doc: Mapping[str, Any], args: argparse.Namespace, spec: Any, space: Any,
+                 tracking_uri: str) -> tuple[str, int, dict, int]:
     """(prepared data path, seed, options, samples) from flags over the file's ``data:``."""
     data = doc.get("data") or {}
     seed = args.seed if args.seed is not None else int(data.get("seed") or 0)
@@ -94,27 +67,28 @@ def resolve_data(doc: Mapping[str, Any], args: argparse.Namespace, spec: Any) ->
     if path is not None and args.data is None and "://" not in str(path) \
             and not Path(str(path)).exists() and str(path) != "digits":
         raise BadInput(f"the data file {path} of --config is missing here; pass --data PATH")
-    return spec.prepare(path, int(samples), seed, options), seed, options, int(samples)
+    from search.stages import prepare_data
+
+    prepared = prepare_data(space, path, int(samples), seed, options, tracking_uri)
+    return prepared, seed, options, int(samples)
 
 
-def run(argv: list[str]) -> int:
-    """The ``train`` sub-command; returns the exit code."""
-    import os
+def run(args: argparse.Namespace) -> int:
+    """The ``train`` sub-command; returns the exit code. (flags parsed by :mod:`cli.train`)."""
 
+    from common.paths import check_writable_dir
     from datasets import get_dataset
-    from experiment.cli import check_writable_dir, resolve_mlflow_uri
     from search_spaces import get_space
+    from tracking.store import resolve_mlflow_uri
 
-    args = build_parser().parse_args(argv)
     doc = read_config(args.config)
     space = get_space(doc["space"])
     config = {str(k): v for k, v in doc["config"].items()}
     uri = resolve_mlflow_uri(args.mlflow_uri)
     if uri.startswith("sqlite:///"):
         check_writable_dir(Path(uri[len("sqlite:///"):]).parent, "--mlflow-uri")
-    os.environ["MLFLOW_TRACKING_URI"] = uri  # data sets that read earlier runs
     spec = get_dataset(space.dataset)
-    data_path, seed, options, samples = resolve_data(doc, args, spec)
+    data_path, seed, options, samples = resolve_data(doc, args, spec, space, uri)
     data = spec.load(data_path, seed, options)
     where = f"--config {Path(args.config).name}"
     check_config(space, config, data.info, where)
@@ -134,9 +108,9 @@ def _train(args: argparse.Namespace, doc: Mapping[str, Any], space: Any, config:
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
-    from experiment.driver import RUN_KIND_TAG, git_commit, open_mlflow_experiment
-    from experiment.model_export import log_model
-    from trainables.loop import FIGURES_KEY, KINDS, PRECISION_KEY, FitSettings, TrialDiverged, fit
+    from tracking.model_export import log_model
+    from tracking.store import RUN_KIND_TAG, git_commit, open_mlflow_experiment
+    from trainables.loop import FIGURES_KEY, FitSettings, StepContext, TrialDiverged, fit, get_kind
 
     source = doc.get("source") or {}
     name = args.experiment or f"{source.get('experiment') or space.name}-retrain"
@@ -162,7 +136,6 @@ def _train(args: argparse.Namespace, doc: Mapping[str, Any], space: Any, config:
           f"MLflow {uri} (experiment {name!r}, run {run_id})")
     sys.stdout.flush()
 
-    trained: list[Any] = []
     figures: dict[str, bytes] = {}
     started = time.perf_counter()
 
@@ -180,8 +153,7 @@ def _train(args: argparse.Namespace, doc: Mapping[str, Any], space: Any, config:
     settings = FitSettings(max_epochs=args.max_epochs, seed=seed, device=device,
                            precision=args.precision, figure_every=args.max_epochs)
     try:
-        fit(space, config, data, settings, report=report,
-            prepare_model=lambda m: trained.append(m) or m)
+        model = fit(space, config, data, settings, report=report).model
     except KeyboardInterrupt:
         client.set_terminated(run_id, status="KILLED")
         print("interrupted: the run is marked KILLED", file=sys.stderr)
@@ -190,11 +162,9 @@ def _train(args: argparse.Namespace, doc: Mapping[str, Any], space: Any, config:
         client.set_terminated(run_id, status="FAILED")
         print(f"training diverged ({exc}); the run is marked FAILED", file=sys.stderr)
         return 1
-    model = trained[0]
     model.eval()
-    cfg = dict(config)
-    cfg[PRECISION_KEY] = args.precision
-    test = KINDS[space.kind].evaluate(model, data, "test", cfg, torch.device(device))
+    ctx = StepContext.create(device, args.precision)
+    test = get_kind(space.kind).evaluate(model, data, "test", dict(config), ctx)
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, args.max_epochs)
                                       for k, v in test.items() if math.isfinite(v)])

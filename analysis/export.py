@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from experiment.cli import BadInput
-from experiment.tracking import ExperimentState
+from common.errors import BadInput
+from tracking.state import ExperimentState, state_path
 
 HEADER = ("# Best configuration of a scitune search. Retrain it alone with:\n"
           "#   python launch.py train --config {file} --max-epochs N\n")
@@ -43,7 +43,23 @@ def check_target(path: str | Path) -> Path:
     return path
 
 
-def write_best(state: ExperimentState, experiment: str, path: str | Path) -> Path:
+def load_state(storage: str, experiment: str) -> ExperimentState:
+    """The recorded state of search ``experiment`` in ``storage`` (BadInput if damaged)."""
+    try:
+        return ExperimentState.load(state_path(storage, experiment))
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def export_finished(storage: str, experiment: str, path: str | Path) -> Path | None:
+    """Write the best configuration of an existing search to ``path``; None when there is
+    no such search in ``storage`` (the caller then runs it)."""
+    if not state_path(storage, experiment).exists():
+        return None
+    return write_best(storage, experiment, path)
+
+
+def write_best(storage: str, experiment: str, path: str | Path) -> Path:
     """Write the best configuration of ``experiment`` to ``path`` (atomically)."""
     import os
     import tempfile
@@ -51,6 +67,7 @@ def write_best(state: ExperimentState, experiment: str, path: str | Path) -> Pat
     import yaml
 
     path = check_target(path)
+    state = load_state(storage, experiment)
     record = best_record(state, experiment)
     settings = state.data["settings"]
     metric = next((k for k in record if k not in ("space", "trial", "config")), None)

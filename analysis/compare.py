@@ -29,9 +29,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from experiment.cli import BadInput
+from common.errors import BadInput
 
-RUN_KIND_TAG = "scitune.run"  # as experiment.driver.RUN_KIND_TAG (not imported: it pulls Ray)
+RUN_KIND_TAG = "scitune.run"  # as search.driver.RUN_KIND_TAG (not imported: it pulls Ray)
 PARENT_TAG = "mlflow.parentRunId"
 #: tag of the seed configuration's trial run, where the tracker sets it
 SEED_TAG = "scitune.seed"
@@ -41,20 +41,6 @@ GLOB_CHARS = "*?["
 CSV_COLUMNS = ("experiment", "space", "searcher", "scheduler", "trials", "trials_requested", "failed",
                "metric", "mode", "best", "seed", "best_minus_seed", "trial_epochs", "compute_seconds",
                "wall_seconds", "status", "from_trials", "start", "best_run_id", "search_run_id")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from experiment.cli import _Parser
-
-    p = _Parser(prog="launch.py compare",
-                description="Best trials of several searches side by side, read from MLflow.")
-    p.add_argument("names", nargs="+", metavar="NAME",
-                   help="experiment names, or shell-style globs quoted from the shell ('xrd-*')")
-    p.add_argument("--mlflow-uri", default=None,
-                   help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
-    p.add_argument("--csv", default=None, metavar="FILE",
-                   help="also write the rows as CSV to FILE ('-': CSV on stdout instead of the table)")
-    return p
 
 
 @dataclass
@@ -101,7 +87,7 @@ class Row:
 def open_client(uri: str | None) -> Any:
     """A client for ``--mlflow-uri`` (default ``sqlite:///<cwd>/mlflow.db``); a SQLite file
     must already exist (compare creates no store)."""
-    from experiment.cli import resolve_mlflow_uri
+    from tracking.store import resolve_mlflow_uri
 
     resolved = resolve_mlflow_uri(uri)
     if resolved.startswith("sqlite:///"):
@@ -220,7 +206,7 @@ def _objective(space: str | None) -> tuple[str | None, str]:
 
 
 def _is_seed(params: dict[str, str], seed: dict[str, Any]) -> bool:
-    """As experiment.summary: a trial whose configuration equals the seed's (as text)."""
+    """As search.summary: a trial whose configuration equals the seed's (as text)."""
     return all(str(params.get(k)) == str(seed.get(k)) for k in set(params) | set(seed))
 
 
@@ -239,7 +225,7 @@ def seed_trial(parent: Any, children: list[Any]) -> Any | None:
 
 
 def from_trials(client: Any, parent: Any, metric: str | None, mode: str) -> dict[str, Any]:
-    """The summary figures of a search computed from its trial runs (as experiment.summary
+    """The summary figures of a search computed from its trial runs (as search.summary
     computes them from Ray's results): finished and failed trials, trial-epochs (finite
     objective values), compute seconds (sum of ``epoch_seconds``), the best value over every
     trial's history and its run, and the seed configuration's latest value."""
@@ -371,9 +357,8 @@ def to_csv(rows: list[Row]) -> str:
     return buffer.getvalue()
 
 
-def run(argv: list[str]) -> int:
-    """The ``compare`` sub-command."""
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """The ``compare`` sub-command. (flags parsed by :mod:`cli.compare`)."""
     csv_path = None
     if args.csv not in (None, "-"):
         csv_path = Path(args.csv).absolute()

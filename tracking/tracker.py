@@ -11,10 +11,7 @@ metric point.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import os
 import queue
 import tempfile
 import threading
@@ -25,120 +22,11 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
-from trainables.trial import FAILURE_KEY
+from tracking.state import ExperimentState
+from trainables.checkpoint import FAILURE_KEY
 
-STATE_DIR = ".scitune"
-
-
-def state_path(storage: str | os.PathLike[str], experiment: str) -> Path:
-    """Where the durable state of ``experiment`` lives: beside Ray's results for a folder;
-    in ``~/.cache/scitune/state`` on the driver's machine for a cloud URI."""
-    storage = str(storage)
-    if "://" in storage and not storage.startswith("file://"):
-        slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in storage)
-        root = Path(os.path.expanduser("~")) / ".cache" / "scitune" / "state" / slug
-    else:
-        root = Path(storage.removeprefix("file://")) / STATE_DIR
-    return root / experiment / "state.json"
 SKIP_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint",
                                      "node_id", "checkpoint_path", FAILURE_KEY}
-
-
-def ensure_sqlite_store(tracking_uri: str) -> None:
-    """Create a new SQLite tracking store atomically.
-
-    MLflow builds a fresh store's schema in dozens of migration steps (about a second); a
-    process killed in between leaves a half-built file on which every later start fails
-    ("table ... already exists"). Here the schema is built in a temporary file beside the
-    target and linked into place only when complete, so the store is either absent or whole.
-    Temporary files of dead processes are removed. Other URIs are left to MLflow."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return
-    db = Path(tracking_uri[len("sqlite:///"):])
-    for stale in db.parent.glob(f".{db.name}.partial-*"):  # with SQLite's -journal files
-        pid = stale.name[len(f".{db.name}.partial-"):].split("-")[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            stale.unlink(missing_ok=True)
-    if db.exists():
-        return
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    partial = db.with_name(f".{db.name}.partial-{os.getpid()}")
-    partial.unlink(missing_ok=True)
-    try:
-        store = SqlAlchemyStore(f"sqlite:///{partial}", (db.parent / "mlartifacts").as_uri())
-        store.engine.dispose()
-        try:
-            os.link(partial, db)  # fails if another process created the store meanwhile
-        except FileExistsError:
-            pass
-    finally:
-        for leftover in (partial, partial.with_name(partial.name + "-journal")):
-            leftover.unlink(missing_ok=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def write_json_atomic(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
-    """Write JSON to ``path`` via a temporary file and rename (never a half-written file).
-
-    The previous version is kept as ``<path>.prev`` so a damaged state can be recovered.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        if path.exists():
-            with contextlib.suppress(OSError):
-                os.replace(path, str(path) + ".prev")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-class ExperimentState:
-    """The durable record of a search: settings, parent run and per-trial runs."""
-
-    def __init__(self, path: str | os.PathLike[str], data: dict[str, Any]):
-        self.path = Path(path)
-        self.data = data
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> ExperimentState:
-        """Read the state; raises ``ValueError`` naming the fix if it is damaged."""
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-            if not isinstance(data, dict) or "parent_run_id" not in data:
-                raise ValueError("missing parent_run_id")
-        except (OSError, ValueError) as exc:
-            prev = Path(str(path) + ".prev")
-            hint = (f"restore the previous state with: cp {prev} {path}" if prev.exists()
-                    else "start a new --experiment")
-            raise ValueError(f"experiment state {path} is unreadable ({exc}); {hint}") from None
-        data.setdefault("trials", {})
-        return cls(path, data)
-
-    def save(self) -> None:
-        write_json_atomic(self.path, self.data)
-
-    @property
-    def trials(self) -> dict[str, dict[str, Any]]:
-        return self.data["trials"]
 
 
 def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -244,7 +132,7 @@ class MlflowTracker(Callback):
             return record
         from mlflow.entities import Param
 
-        from trainables.trial import flatten
+        from trainables.checkpoint import flatten
 
         tags = dict(self.run_tags)
         tags.update({
@@ -375,7 +263,7 @@ def read_figures(checkpoint: Any) -> dict[str, bytes]:
     """``figures/*.png`` of a Tune checkpoint (local folder or cloud storage)."""
     from pyarrow import fs as pafs
 
-    from trainables.trial import FIGURES_DIR
+    from trainables.checkpoint import FIGURES_DIR
 
     try:
         filesystem, folder = checkpoint.filesystem, f"{checkpoint.path}/{FIGURES_DIR}"

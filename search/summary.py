@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import shutil
@@ -10,9 +9,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from experiment.tracking import ExperimentState
+from search.settings import SearchResult, SearchSettings
 from search_spaces import Space
-from trainables.trial import CHECKPOINT_FILE, FAILURE_KEY, flatten
+from tracking.state import ExperimentState
+from trainables.checkpoint import CHECKPOINT_FILE, FAILURE_KEY, flatten
 
 
 def _same_config(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -112,7 +112,7 @@ def log_best_model(state: ExperimentState, space: Space, config: dict[str, Any],
         import mlflow
 
         from datasets import get_dataset
-        from experiment.model_export import load_checkpoint_model, log_model
+        from tracking.model_export import load_checkpoint_model, log_model
 
         settings = state.data["settings"]
         data = get_dataset(space.dataset).load(settings["data_path"], int(settings["seed"]),
@@ -126,8 +126,22 @@ def log_best_model(state: ExperimentState, space: Space, config: dict[str, Any],
         return None
 
 
-def finish(args: argparse.Namespace, space: Space, state: ExperimentState, results: Any) -> int:
-    """Print the summary, log it to the parent run, close the parent run; return exit code."""
+def trials_frame(rows: list[dict[str, Any]]) -> Any:
+    """The trials of a search as a DataFrame, best first (see :class:`SearchResult`)."""
+    import pandas as pd
+
+    records = [{"trial": r["trial"], "trial_id": r["trial_id"], "best": r["best"],
+                "epochs": r["epochs"], "failed": r["failed"], "is_seed": r["is_seed"],
+                "run_id": r["run_id"], **{f"config/{k}": v for k, v in r["config"].items()}}
+               for r in rows]
+    columns = ["trial", "trial_id", "best", "epochs", "failed", "is_seed", "run_id"]
+    return pd.DataFrame.from_records(records, columns=None if records else columns)
+
+
+def finish(args: SearchSettings, space: Space, state: ExperimentState, results: Any
+           ) -> SearchResult:
+    """Print the summary, log it to the parent run, close the parent run; return the result
+    (its ``exit_code``: 0 done, 1 no trial reported the objective, 130 interrupted)."""
     from mlflow.tracking import MlflowClient
 
     state = ExperimentState.load(state.path)  # the tracker's latest record
@@ -156,6 +170,15 @@ def finish(args: argparse.Namespace, space: Space, state: ExperimentState, resul
     scored = sorted((r for r in rows if r["best"] is not None), key=lambda r: -sign * r["best"])
     seed_row = next((r for r in rows if r["is_seed"]), None)
     failed = [r for r in rows if r["failed"]]
+    ranked = scored + [r for r in rows if r["best"] is None]
+    parent = state.data["parent_run_id"]
+
+    def result(code: int, **best: Any) -> SearchResult:
+        return SearchResult(experiment=args.experiment, exit_code=code, metric=metric,
+                            mode=space.mode, tracking_uri=state.data["tracking_uri"],
+                            parent_run_id=parent, storage=args.storage,
+                            trials=trials_frame(ranked), **best)
+
     trial_epochs = sum(r["epochs"] for r in rows)
     compute_seconds = sum(_total(r["result"], "epoch_seconds") for r in rows)
 
@@ -176,7 +199,6 @@ def finish(args: argparse.Namespace, space: Space, state: ExperimentState, resul
             (row["result"].metrics or {}).get(FAILURE_KEY) or str(row["result"].error)
         print(f"  failed: {row['trial']}: {str(reason).splitlines()[0][:160]}")
 
-    parent = state.data["parent_run_id"]
     open_trials = [r for r in state.trials.values() if r.get("status") == "RUNNING"]
     if open_trials or len(rows) < int(state.data["settings"]["trials"]):
         for record in open_trials:  # interrupted (Ctrl-C): no run is left RUNNING
@@ -187,13 +209,13 @@ def finish(args: argparse.Namespace, space: Space, state: ExperimentState, resul
         print(f"search interrupted after {len(rows)} of {state.data['settings']['trials']} "
               f"trials; continue it with: python launch.py --resume --experiment {args.experiment}"
               f" --storage {args.storage}")
-        return 130
+        return result(130)
     summary: dict[str, Any] = {"trials": len(rows), "failed": len(failed),
                                "trial_epochs": trial_epochs, "compute_seconds": compute_seconds}
     if not scored:
         print("no trial reported the objective; see the failures above")
         client.set_terminated(parent, status="FAILED")
-        return 1
+        return result(1)
 
     best = scored[0]
     summary[f"best_{metric}"] = best["best"]
@@ -242,4 +264,7 @@ def finish(args: argparse.Namespace, space: Space, state: ExperimentState, resul
           "  → http://127.0.0.1:5000")
     print("Ray dashboard:   shown at http://127.0.0.1:8265 while a search runs "
           "(`ray start --head` keeps one up)")
-    return 0
+    return result(0, best_config=best["config"], best_value=best["best"],
+                  best_checkpoint=checkpoint_file if checkpoint_file and checkpoint_file.exists()
+                  else None, best_run_id=best["run_id"], model_uri=model_uri,
+                  seed_value=summary.get(f"seed_{metric}"))

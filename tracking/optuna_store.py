@@ -28,7 +28,7 @@ RAY_TRIAL_ATTR = "ray_trial_id"
 
 def journal_path(storage: str | os.PathLike[str]) -> Path:
     """The journal of a ``--storage`` folder (for a cloud URI: beside the driver's state)."""
-    from experiment.tracking import state_path
+    from tracking.state import state_path
 
     storage = str(storage)
     if "://" in storage and not storage.startswith("file://"):

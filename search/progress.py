@@ -13,7 +13,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from trainables.trial import FAILURE_KEY
+from trainables.checkpoint import FAILURE_KEY
 
 
 def _duration(seconds: float) -> str:

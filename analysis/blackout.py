@@ -19,19 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from experiment.cli import BadInput
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from experiment.cli import _Parser
-
-    p = _Parser(prog="launch.py blackout",
-                description="Occlusion map of the best model of a finished classifier search.")
-    p.add_argument("--experiment", required=True, help="the finished search")
-    p.add_argument("--storage", default="ray_results", help="its --storage (ray_results)")
-    p.add_argument("--patch", type=int, default=4, help="edge of a blanked region in voxels (4)")
-    p.add_argument("--samples", type=int, default=64, help="validation inputs averaged (64)")
-    return p
+from common.errors import BadInput
 
 
 def occlusion_map(model: Any, inputs: list[Any], labels: Any, patch: int) -> np.ndarray:
@@ -84,17 +72,16 @@ def picture(mean_input: np.ndarray, heat: np.ndarray, title: str) -> bytes:
     return buffer.getvalue()
 
 
-def run(argv: list[str]) -> int:
-    """The ``blackout`` sub-command."""
+def run(args: argparse.Namespace) -> int:
+    """The ``blackout`` sub-command. (flags parsed by :mod:`cli.blackout`)."""
     import torch
     from mlflow.tracking import MlflowClient
 
     from datasets import get_dataset
-    from experiment.tracking import ExperimentState, state_path
     from search_spaces import get_space
+    from tracking.state import ExperimentState, state_path
     from trainables.loop import input_keys
 
-    args = build_parser().parse_args(argv)
     if args.patch < 1 or args.samples < 1:
         raise BadInput("--patch and --samples must be at least 1")
     storage = str(Path(args.storage).absolute())

@@ -6,12 +6,10 @@ input leaves no experiment folder, MLflow run or data file behind.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import os
 import socket
-import subprocess
 import sys
 import threading
 import warnings
@@ -22,10 +20,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from common.errors import BadInput
+from common.paths import check_writable_dir, is_uri
 from datasets import get_dataset
-from experiment.cli import BadInput, check_writable_dir, is_uri, resolve_mlflow_uri
-from experiment.tracking import ExperimentState, MlflowTracker, ensure_sqlite_store, state_path
+from search.settings import SearchResult, SearchSettings
+from search.stages import prepare_data
 from search_spaces import Space, get_space
+from tracking.state import ExperimentState, state_path
+from tracking.store import RUN_KIND_TAG, STORAGE_TAG, git_commit, open_mlflow_experiment, resolve_mlflow_uri
+from tracking.tracker import MlflowTracker
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Settings stored with an experiment and taken from there on ``--resume``.
@@ -34,10 +37,6 @@ STORED_SETTINGS = ("space", "trials", "max_epochs", "grace_epochs", "searcher", 
                    "pruned_trials", "space_file")
 
 
-#: MLflow tag telling a search's parent run ("search"), its trials ("trial") and retrains
-#: of an exported configuration ("train") apart
-RUN_KIND_TAG = "scitune.run"
-STORAGE_TAG = "scitune.storage"  # the --storage of a search's parent run
 #: CPU share of the Tune trial that drives a multi-worker (Ray Train) trial.
 DRIVER_CPU = 0.01
 #: Shipped to every node of a cluster joined with --address (the code trials import).
@@ -48,16 +47,6 @@ RUNTIME_EXCLUDES = [".git", ".venv", "ray_results", "mlflow.db", "mlartifacts", 
 def join(storage: str, name: str) -> str:
     """``storage/name`` for a folder or a URI."""
     return f"{storage.rstrip('/')}/{name}"
-
-
-def git_commit() -> str:
-    """The commit of the code this search runs (``unknown`` outside a git checkout)."""
-    try:
-        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
-                             capture_output=True, text=True, timeout=5, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def make_sampler(name: str, seed: int):
@@ -108,7 +97,7 @@ def check_address(address: str) -> None:
                        " start one with 'ray start --head' or fix the address") from None
 
 
-def init_ray(args: argparse.Namespace) -> str | None:
+def init_ray(args: SearchSettings) -> str | None:
     """Start a local Ray or join ``--address``; return the dashboard URL."""
     import ray
 
@@ -161,7 +150,7 @@ def cluster_snapshot() -> ClusterSnapshot:
                            largest_node_cpus=node_cpus, nodes=len(alive))
 
 
-def check_resources(args: argparse.Namespace, trials: int, cluster: ClusterSnapshot) -> int:
+def check_resources(args: SearchSettings, trials: int, cluster: ClusterSnapshot) -> int:
     """Check the request fits ``cluster``; return the number of concurrent trials."""
     cpus, gpus, node_cpus = cluster.cpus, cluster.gpus, cluster.largest_node_cpus
     if args.gpus_per_trial > gpus:
@@ -203,22 +192,7 @@ def _has_tune_checkpoint(exp_dir: str) -> bool:
     return any(Path(exp_dir).glob("experiment_state-*.json"))
 
 
-def open_mlflow_experiment(tracking_uri: str, name: str) -> str:
-    """Get or create the MLflow experiment ``name`` (artifacts beside a SQLite file)."""
-    from mlflow.tracking import MlflowClient
-
-    ensure_sqlite_store(tracking_uri)
-    client = MlflowClient(tracking_uri)
-    existing = client.get_experiment_by_name(name)
-    if existing is not None:
-        return existing.experiment_id
-    location = None
-    if tracking_uri.startswith("sqlite:///"):
-        location = (Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
-    return client.create_experiment(name, artifact_location=location)
-
-
-def settings_of(args: argparse.Namespace, data_path: str, samples: int) -> dict[str, Any]:
+def settings_of(args: SearchSettings, data_path: str, samples: int) -> dict[str, Any]:
     return {"space": args.space, "trials": args.trials, "max_epochs": args.max_epochs,
             "grace_epochs": args.grace_epochs, "searcher": args.searcher,
             "scheduler": args.scheduler, "seed": args.seed, "data": args.data,
@@ -248,8 +222,9 @@ def _close_orphaned_parents(client: Any, experiment_id: str, tags: dict[str, str
         client.set_terminated(run.info.run_id, status="KILLED")
 
 
-def run_search(args: argparse.Namespace) -> int:
-    """Run (or resume) one search; returns the exit code."""
+def run_search(settings: SearchSettings) -> SearchResult:
+    """Run (or resume) one search (raises :class:`BadInput` for bad settings or data)."""
+    args = settings.checked()
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
     storage = args.storage
     remote = is_uri(storage)
@@ -257,19 +232,6 @@ def run_search(args: argparse.Namespace) -> int:
         check_writable_dir(Path(storage), "--storage")
     tracking_uri = resolve_mlflow_uri(args.mlflow_uri)
     state: ExperimentState | None = None
-    if args.export_best:
-        from experiment.export import check_target, write_best
-
-        check_target(args.export_best)
-        finished = args.experiment and not args.resume and \
-            state_path(storage, args.experiment).exists()
-        if finished:  # export from a finished search; nothing is run
-            try:
-                done = ExperimentState.load(state_path(storage, args.experiment))
-            except ValueError as exc:
-                raise BadInput(str(exc)) from None
-            print(f"best configuration written to {write_best(done, args.experiment, args.export_best)}")
-            return 0
     if args.resume:
         exp_dir = join(storage, args.experiment)
         state_file = state_path(storage, args.experiment)
@@ -294,14 +256,13 @@ def run_search(args: argparse.Namespace) -> int:
         for key in STORED_SETTINGS:
             setattr(args, key, stored.get(key, getattr(args, key, None)))
         tracking_uri = state.data["tracking_uri"]
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # data sets that read earlier runs
         space = get_space(args.space)
         spec = get_dataset(space.dataset)
-        data_path = spec.prepare(args.data, args.samples, args.seed, args.data_option)
+        data_path = prepare_data(space, args.data, args.samples, args.seed, args.data_option,
+                                 tracking_uri)
         samples = args.samples
     else:
         args.space = args.space or "resnet1d"
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # data sets that read earlier runs
         space = get_space(args.space)
         spec = get_dataset(space.dataset)
         name = args.experiment or f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -319,22 +280,23 @@ def run_search(args: argparse.Namespace) -> int:
                            "(no recorded state); choose another --experiment or move it aside")
         samples = args.samples or spec.default_samples
         if args.space_file is not None:  # parsed now; checked against the space with its data
-            from experiment.space_file import read
+            from search.space_file import read
 
             args.space_file = read(args.space_file, space.name)
         # A user's file is validated before Ray starts; the synthetic default is generated
         # only once the resource request is known to fit (bad input creates no file).
-        data_path = spec.prepare(args.data, samples, args.seed, args.data_option) \
-            if args.data is not None else None
+        data_path = prepare_data(space, args.data, samples, args.seed, args.data_option,
+                                 tracking_uri) if args.data is not None else None
 
     def prepare() -> tuple[Any, ExperimentState, str]:
         """Data, experiment folder and MLflow runs (overlaps Ray's start in local mode)."""
         nonlocal data_path, state, space
         if data_path is None:
-            data_path = spec.prepare(None, samples, args.seed, args.data_option)
+            data_path = prepare_data(space, None, samples, args.seed, args.data_option,
+                                     tracking_uri)
         info = spec.load(data_path, args.seed, args.data_option).info
         if args.space_file:
-            from experiment.space_file import narrowed_space
+            from search.space_file import narrowed_space
 
             space = narrowed_space(space, info, args.space_file)
         if state is None:
@@ -369,7 +331,7 @@ def run_search(args: argparse.Namespace) -> int:
         ray.shutdown()
 
 
-def start_tracking(args: argparse.Namespace, space: Space, tracking_uri: str,
+def start_tracking(args: SearchSettings, space: Space, tracking_uri: str,
                    data_path: str, samples: int) -> ExperimentState:
     """Create the MLflow experiment and parent run and the durable experiment state."""
     from mlflow.tracking import MlflowClient
@@ -402,23 +364,25 @@ def start_tracking(args: argparse.Namespace, space: Space, tracking_uri: str,
     return state
 
 
-def run_tags(args: argparse.Namespace, space: Space) -> dict[str, str]:
+def run_tags(args: SearchSettings, space: Space) -> dict[str, str]:
     return {RUN_KIND_TAG: "search", "space": space.name, "searcher": args.searcher,
             "scheduler": args.scheduler,
             "seed": str(args.seed), "git_commit": git_commit(), "metric": space.metric,
             "mode": space.mode}
 
 
-def _search(args: argparse.Namespace, space: Space, info: Any, state: ExperimentState,
-            exp_dir: str, data_path: str, concurrency: int, dashboard: str | None) -> int:
+def _search(args: SearchSettings, space: Space, info: Any, state: ExperimentState,
+            exp_dir: str, data_path: str, concurrency: int, dashboard: str | None
+            ) -> SearchResult:
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
-    from experiment.optuna_store import StudyMirror, journal_path
-    from experiment.progress import ProgressLine
-    from experiment.searcher import PlatformOptunaSearch
-    from experiment.summary import finish
-    from trainables.trial import TrialContext, run_trial, trial_dirname
+    from search.distributed import run_distributed_trial
+    from search.progress import ProgressLine
+    from search.searcher import PlatformOptunaSearch
+    from search.summary import finish
+    from search.trial import TrialContext, run_trial, trial_dirname
+    from tracking.optuna_store import StudyMirror, journal_path
 
     workers = args.workers_per_trial
     ctx = TrialContext(space=space.name, data_path=data_path, data_options=args.data_option,
@@ -429,7 +393,8 @@ def _search(args: argparse.Namespace, space: Space, info: Any, state: Experiment
     # A multi-worker trial's own process only drives Ray Train: its workers hold the resources.
     resources = ({"cpu": DRIVER_CPU} if workers > 1
                  else {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
-    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
+    body = run_distributed_trial if workers > 1 else run_trial
+    trainable = tune.with_resources(tune.with_parameters(body, ctx=ctx), resources)
     print(f"experiment {args.experiment}: space {space.name}, {args.trials} trials, "
           f"{concurrency} at a time, up to {args.max_epochs} epochs, searcher {args.searcher}, "
           f"scheduler {args.scheduler}")
@@ -509,13 +474,7 @@ def _search(args: argparse.Namespace, space: Space, info: Any, state: Experiment
     stopping = threading.Thread(target=ray.shutdown, name="ray-shutdown")
     stopping.start()
     try:
-        code = finish(args, space, state, results)
-        if code == 0 and args.export_best:
-            from experiment.export import write_best
-
-            print(f"best configuration written to "
-                  f"{write_best(state, args.experiment, args.export_best)}")
-        return code
+        return finish(args, space, state, results)
     finally:
         stopping.join()
 

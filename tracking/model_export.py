@@ -24,7 +24,7 @@ from datasets.base import DataSplits
 MODEL_ARTIFACT = "model"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The packages a pickled model's classes come from (shipped so it loads anywhere).
-CODE_PACKAGES = ("trainables", "datasets", "search_spaces")
+CODE_PACKAGES = ("trainables", "datasets", "search_spaces", "common")
 
 
 def pip_requirements() -> list[str]:
@@ -87,12 +87,10 @@ def load_checkpoint_model(space: Any, config: Mapping[str, Any], data: DataSplit
     ready for inference by its kind (boosted trees are re-grown from their iterations)."""
     import torch
 
-    from trainables.loop import KINDS
+    from trainables.loop import get_kind
 
     state = torch.load(checkpoint_file, map_location="cpu", weights_only=True)
     model = space.build(dict(config), data.info)
     model.load_state_dict(state["model"])
-    ready = getattr(KINDS.get(space.kind), "ready_for_inference", None)
-    if ready is not None:
-        ready(model, data, dict(config))
+    get_kind(space.kind).ready_for_inference(model, data, dict(config))
     return model.eval()

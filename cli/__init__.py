@@ -1,0 +1,1 @@
+"""The command line: ``launch.py`` flags and sub-commands (:mod:`cli.main`)."""

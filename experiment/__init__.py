@@ -1,1 +1,0 @@
-"""The search driver, MLflow tracking and the end-of-search summary."""

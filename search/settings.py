@@ -1,0 +1,134 @@
+"""What a search is asked to do (:class:`SearchSettings`) and what it gives back
+(:class:`SearchResult`): the plain objects between the command line (or a notebook) and
+:func:`search.run_search`."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common.errors import BadInput
+from common.paths import is_uri
+
+SEARCHERS = ("tpe", "random", "qmc", "gp", "cmaes")
+SCHEDULERS = ("asha", "median", "fifo")
+PRECISIONS = ("fp32", "bf16", "fp16")
+PRUNED_TRIALS = ("pruned", "complete")
+
+
+@dataclass
+class SearchSettings:
+    """One search; every field is a ``launch.py`` flag of the same name (see README.md)."""
+
+    space: str | None = None  # None: resnet1d, or the stored space on resume
+    trials: int = 20
+    max_epochs: int = 9
+    grace_epochs: int = 1
+    space_file: Any = None  # path of a YAML file; on a running search, its parsed contents
+    searcher: str = "tpe"
+    pruned_trials: str = "pruned"
+    scheduler: str = "asha"
+    data: str | None = None
+    data_option: dict[str, str] = field(default_factory=dict)
+    samples: int | None = None
+    experiment: str | None = None
+    mlflow_uri: str | None = None
+    storage: str | None = None  # None: ./ray_results
+    resume: bool = False
+    seed: int = 0
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    concurrency: int | None = None
+    workers_per_trial: int = 1
+    precision: str = "fp32"
+    max_failures: int = 1
+    address: str | None = None
+    verbose: bool = False
+    #: whether ``storage`` was given (a multi-node cluster needs a shared one); set by checked()
+    storage_given: bool = field(default=False, repr=False)
+    is_checked: bool = field(default=False, repr=False)
+
+    def checked(self) -> SearchSettings:
+        """A copy with every setting checked (raises :class:`BadInput`, creates nothing) and
+        ``storage`` made absolute."""
+        s = dataclasses.replace(self, data_option=dict(self.data_option))
+        if s.is_checked:
+            return s
+        for name in ("trials", "max_epochs", "grace_epochs", "workers_per_trial"):
+            if not isinstance(getattr(s, name), int) or getattr(s, name) <= 0:
+                raise BadInput(f"--{name.replace('_', '-')} must be a whole number > 0")
+        if s.samples is not None and (not isinstance(s.samples, int) or s.samples <= 0):
+            raise BadInput("--samples must be a whole number > 0")
+        if s.concurrency is not None and (not isinstance(s.concurrency, int) or s.concurrency <= 0):
+            raise BadInput("--concurrency must be a whole number > 0")
+        for name, allowed in (("searcher", SEARCHERS), ("scheduler", SCHEDULERS),
+                              ("precision", PRECISIONS), ("pruned_trials", PRUNED_TRIALS)):
+            if getattr(s, name) not in allowed:
+                raise BadInput(f"--{name.replace('_', '-')} {getattr(s, name)}: choose one of "
+                               f"{', '.join(allowed)}")
+        for name in ("cpus_per_trial", "gpus_per_trial"):
+            value = getattr(s, name)
+            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise BadInput(f"--{name.replace('_', '-')} must be a finite number >= 0")
+        if s.max_failures < 0:
+            raise BadInput("--max-failures must be >= 0")
+        if s.grace_epochs > s.max_epochs:
+            raise BadInput(f"--grace-epochs {s.grace_epochs} exceeds --max-epochs "
+                           f"{s.max_epochs}; lower it")
+        if s.cpus_per_trial == 0 and s.gpus_per_trial == 0:
+            raise BadInput("--cpus-per-trial and --gpus-per-trial are both 0; a trial needs one")
+        if s.gpus_per_trial > 1 and s.gpus_per_trial != int(s.gpus_per_trial):
+            raise BadInput("--gpus-per-trial above 1 must be a whole number")
+        if s.resume and not s.experiment:
+            raise BadInput("--resume needs --experiment NAME (the experiment to continue)")
+        if s.experiment is not None and (not s.experiment.strip() or "/" in s.experiment
+                                         or s.experiment in (".", "..")):
+            raise BadInput(f"--experiment {s.experiment!r}: use a plain name without '/'")
+        s.storage_given = s.storage_given or s.storage is not None
+        if is_uri(s.storage):
+            try:
+                import pyarrow.fs
+
+                pyarrow.fs.FileSystem.from_uri(s.storage)
+            except Exception as exc:  # noqa: BLE001 - pyarrow raises several types
+                raise BadInput(f"--storage {s.storage}: unusable URI ({exc}); use a shared "
+                               "folder or a URI such as s3://bucket/path") from None
+        else:
+            storage = Path(s.storage or "ray_results")
+            s.storage = str(storage if storage.is_absolute() else Path.cwd() / storage)
+        s.is_checked = True
+        return s
+
+
+@dataclass
+class SearchResult:
+    """A finished (or interrupted) search.
+
+    ``exit_code``: 0 done, 1 no trial reported the objective, 130 interrupted (resume it).
+    ``trials``: one row per trial (``trial``, ``trial_id``, ``best`` = best value of the
+    objective over its epochs, ``epochs``, ``failed``, ``is_seed``, ``run_id``, then its
+    configuration as ``config/<name>`` columns), best first."""
+
+    experiment: str
+    exit_code: int
+    metric: str
+    mode: str
+    tracking_uri: str
+    parent_run_id: str
+    storage: str
+    trials: Any  # pandas.DataFrame
+    best_config: dict[str, Any] | None = None
+    best_value: float | None = None
+    best_checkpoint: Path | None = None
+    best_run_id: str | None = None
+    model_uri: str | None = None
+    seed_value: float | None = None
+
+    @property
+    def run_ids(self) -> dict[str, str]:
+        """MLflow run id of every trial that has one (trial id → run id)."""
+        rows = self.trials[self.trials["run_id"].notna()]
+        return dict(zip(rows["trial_id"], rows["run_id"], strict=True))

@@ -1,0 +1,104 @@
+"""Multi-stage searches: a space's earlier stages (:class:`search_spaces.Upstream`) resolved
+before any trial starts, and the data prepared with them.
+
+``ewm`` builds on an ``ae`` (the best checkpoint of an earlier ``ae`` search named by
+``--data-option ae_experiment=NAME``, else the ``ae`` seed configuration trained now on the
+training split), ``mmnn`` on ``cnn`` and ``pheno_nn`` searches (optional). The data sets get
+the models as :class:`datasets.base.UpstreamModel` and never read MLflow or train themselves.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from common.errors import DataError
+from datasets import get_dataset
+from datasets.base import DataSplits, UpstreamModel
+from search_spaces import Space, Upstream, get_space, registry
+from tracking.record import best_of_search
+from trainables.loop import FitSettings, fit
+
+DEFAULT_TRAIN_EPOCHS = 10
+
+
+def train_epochs(options: Mapping[str, str], option: str) -> int:
+    """Epochs of a stage trained on the spot (``--data-option {option}=N``, default 10)."""
+    try:
+        epochs = int(options.get(option, DEFAULT_TRAIN_EPOCHS))
+    except ValueError:
+        raise DataError(f"--data-option {option} must be an integer") from None
+    if epochs < 1:
+        raise DataError(f"--data-option {option} must be at least 1")
+    return epochs
+
+
+def train_seed_configuration(space_name: str, data: DataSplits, epochs: int, seed: int
+                             ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The space's seed configuration trained now on ``data`` (progress on stderr); returns
+    (config, model state dict)."""
+    space = get_space(space_name)
+    config = dict(space.seed_config)
+    kept: dict[str, Any] = {}
+
+    def report(metrics: dict[str, float], state: dict[str, Any]) -> None:
+        print(f"  stage 1 ({space_name}, seed configuration): epoch {int(metrics['epoch'])}/"
+              f"{epochs} {space.metric} {metrics[space.metric]:.4f}", file=sys.stderr, flush=True)
+        kept["state"] = state["model"]
+
+    fit(space, config, data, FitSettings(max_epochs=epochs, seed=seed, figure_every=0), report)
+    return config, kept["state"]
+
+
+def resolve(stages: Sequence[Upstream], options: Mapping[str, str], seed: int,
+            tracking_uri: str | None = None) -> dict[str, UpstreamModel]:
+    """The models of ``stages`` (raises :class:`DataError` for a missing or wrong earlier
+    search before anything is written)."""
+    resolved: dict[str, UpstreamModel] = {}
+    for stage in stages:
+        build = get_space(stage.space).build
+        experiment = options.get(stage.option)
+        if experiment:
+            config, state, run_id = best_of_search(experiment, stage.space, stage.option,
+                                                   tracking_uri)
+            resolved[stage.name] = UpstreamModel(
+                space=stage.space, source=f"MLflow run {run_id}",
+                weights=lambda data, c=config, s=state: (c, s), build=build)
+        elif stage.train_epochs_option:
+            epochs = train_epochs(options, stage.train_epochs_option)
+
+            def train(data: DataSplits | None, name: str = stage.space, n: int = epochs
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+                if data is None:
+                    raise ValueError(f"the {name!r} stage is trained now: it needs the data")
+                return train_seed_configuration(name, data, n, seed)
+
+            resolved[stage.name] = UpstreamModel(
+                space=stage.space, source=f"seed configuration, {epochs} epochs, seed {seed}",
+                weights=train, build=build)
+    return resolved
+
+
+def stages_of_dataset(dataset: str) -> tuple[Upstream, ...]:
+    """The stages declared by the spaces searching ``dataset`` (for preparing a data set
+    without naming a space, as tests and benchmarks do)."""
+    stages: dict[str, Upstream] = {}
+    for space in registry().values():
+        if space.dataset == dataset:
+            stages.update({s.name: s for s in space.upstream})
+    return tuple(stages.values())
+
+
+def prepare_data(space: Space | str, path: str | None, samples: int, seed: int,
+                 options: Mapping[str, str], tracking_uri: str | None = None) -> str:
+    """``prepare`` of the space's data set (or of the data set named), its stages resolved."""
+    if isinstance(space, Space):
+        dataset, stages = space.dataset, space.upstream
+    else:
+        dataset, stages = space, stages_of_dataset(space)
+    spec = get_dataset(dataset)
+    upstream = resolve(stages, options, seed, tracking_uri)
+    if upstream:
+        return spec.prepare(path, samples, seed, options, upstream=upstream)
+    return spec.prepare(path, samples, seed, options)

@@ -1,0 +1,60 @@
+"""The Python API a notebook uses: ``run_search(SearchSettings(...)) -> SearchResult``, in this
+process (real Ray, Optuna and MLflow on SQLite)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from common.errors import BadInput
+from search import SearchSettings, run_search
+
+
+@pytest.fixture
+def restored_environ():
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_run_search_returns_the_result_as_objects(tmp_path, restored_environ):
+    db = tmp_path / "mlflow.db"
+    settings = SearchSettings(space="resnet1d", trials=3, max_epochs=2, samples=140,
+                              experiment="api", mlflow_uri=f"sqlite:///{db}",
+                              storage=str(tmp_path / "ray"), data_option={"intensities": "random"})
+    result = run_search(settings)
+    assert result.exit_code == 0
+    assert settings.storage == str(tmp_path / "ray")  # the caller's settings are not changed
+    assert result.experiment == "api" and result.metric == "val_top1" and result.mode == "max"
+    trials = result.trials
+    assert len(trials) == 3 and trials["is_seed"].sum() == 1
+    assert trials["best"].iloc[0] == result.best_value == trials["best"].max()
+    assert {"config/lr", "config/batch_size"} <= set(trials.columns)
+    assert result.best_config == {k.removeprefix("config/"): v
+                                  for k, v in trials.iloc[0].items() if k.startswith("config/")
+                                  and v == v}  # NaN: a parameter this trial did not sample
+    assert result.best_checkpoint is not None and Path(result.best_checkpoint).is_file()
+    client = MlflowClient(result.tracking_uri)
+    children = client.search_runs(
+        [client.get_experiment_by_name("api").experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'")
+    assert sorted(result.run_ids.values()) == sorted(r.info.run_id for r in children)
+    assert result.best_run_id in result.run_ids.values()
+    assert client.get_run(result.parent_run_id).data.metrics["best_val_top1"] == \
+        pytest.approx(result.best_value)
+
+
+def test_bad_settings_raise_bad_input_and_create_nothing(tmp_path, restored_environ):
+    storage = tmp_path / "ray"
+    with pytest.raises(BadInput, match="--grace-epochs 3 exceeds --max-epochs 2"):
+        run_search(SearchSettings(max_epochs=2, grace_epochs=3, storage=str(storage)))
+    with pytest.raises(BadInput, match="--searcher annealing: choose one of"):
+        run_search(SearchSettings(searcher="annealing", storage=str(storage)))
+    with pytest.raises(BadInput, match="unknown space|no space|not registered"):
+        run_search(SearchSettings(space="nope", storage=str(storage),
+                                  mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))
+    assert not storage.exists() and not (tmp_path / "mlflow.db").exists()
