@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -75,35 +74,25 @@ def picture(mean_input: np.ndarray, heat: np.ndarray, title: str) -> bytes:
 def run(args: argparse.Namespace) -> int:
     """The ``blackout`` sub-command. (flags parsed by :mod:`cli.blackout`)."""
     import torch
-    from mlflow.tracking import MlflowClient
 
     from datasets import get_dataset
     from search_spaces import get_space
-    from tracking.state import ExperimentState, state_path
+    from tracking.record import SearchRecord
     from trainables.loop import input_keys
 
     if args.patch < 1 or args.samples < 1:
         raise BadInput("--patch and --samples must be at least 1")
     storage = str(Path(args.storage).absolute())
-    path = state_path(storage, args.experiment)
-    if not path.exists():
-        raise BadInput(f"no experiment {args.experiment!r} in {storage}; check --experiment and "
-                       "--storage")
-    try:
-        state = ExperimentState.load(path)
-    except ValueError as exc:
-        raise BadInput(str(exc)) from None
-    settings = state.data["settings"]
+    search = SearchRecord.load(storage, args.experiment)
+    settings = search.settings
     space = get_space(settings["space"])
     if space.kind != "classify":
         raise BadInput(f"blackout explains classifiers; {args.experiment!r} searched "
                        f"{space.name!r} ({space.kind})")
-    client = MlflowClient(state.data["tracking_uri"])
-    parent = state.data["parent_run_id"]
     try:
-        config = json.loads(Path(client.download_artifacts(parent, "best_config.json")).read_text())
-        checkpoint = client.download_artifacts(parent, "best_checkpoint.pt")
-    except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
+        config = search.best_record()
+        state = search.best_model_state()
+    except BadInput:
         raise BadInput(f"experiment {args.experiment!r} has no best checkpoint yet; let the "
                        "search finish (or --resume it) first") from None
     options = settings.get("data_option") or {}
@@ -111,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if len(data.info.input_shape) < 3:
         raise BadInput(f"{space.name!r} takes no image or volume input to blank")
     model = space.build(config["config"], data.info)
-    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model"])
+    model.load_state_dict(state)
     model.eval()
     idx = np.sort(data.val[: args.samples])
     inputs = [torch.from_numpy(data.batch(k, idx, config["config"])) for k in input_keys(model)]
@@ -123,9 +112,10 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "blackout.png").write_bytes(png)
         np.save(Path(tmp) / "blackout.npy", heat)
-        client.log_artifacts(parent, tmp, artifact_path="blackout")
+        search.client.log_artifacts(search.parent_run_id, tmp, artifact_path="blackout")
     top = np.unravel_index(np.argmax(heat), heat.shape)
     print(f"blackout: {heat.size} regions of {args.patch} voxels over {len(idx)} validation "
           f"inputs; largest effect {heat.max():.4f} at region {tuple(int(t) for t in top)}")
-    print(f"logged to MLflow run {parent} under blackout/ (blackout.png, blackout.npy)")
+    print(f"logged to MLflow run {search.parent_run_id} under blackout/ (blackout.png, "
+          "blackout.npy)")
     return 0

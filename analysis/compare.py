@@ -7,7 +7,13 @@ the end (``trials``, ``failed``, ``trial_epochs``, ``compute_seconds``, ``best_<
 ``seed_<metric>``); a search without them (interrupted: KILLED, still RUNNING, or FAILED) is
 summarised from its trial runs so far and marked ``*`` (ties for the best value go to the
 earliest-started trial; the seed's value is shown only where its trial can be told: see
-:func:`seed_trial`).
+:meth:`tracking.record.SearchRecord.seed_run`).
+
+The searches and their trials are read through :class:`tracking.record.SearchRecord` (MLflow's
+client API: runs, tags, metric histories); the CSV is written by the standard library's
+``csv`` and the terminal table by hand (pandas would add nothing a fixed-width table needs).
+``mlflow.search_runs`` gives a run's last metric values only, and a trial's best value needs
+its whole history, so trial runs are read with ``get_metric_history``.
 
 Names are MLflow experiment names, or shell-style globs (``'resnet1d-*'``) over them. A name
 that matches nothing is an error (exit 2) even when others match: a typo must not silently drop
@@ -23,18 +29,14 @@ import io
 import math
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from common.errors import BadInput
+from tracking import record
 
-RUN_KIND_TAG = "scitune.run"  # as search.driver.RUN_KIND_TAG (not imported: it pulls Ray)
-PARENT_TAG = "mlflow.parentRunId"
-#: tag of the seed configuration's trial run, where the tracker sets it
-SEED_TAG = "scitune.seed"
 #: known experiment names listed in the error for a name that matches nothing
 KNOWN_SHOWN = 12
 GLOB_CHARS = "*?["
@@ -101,17 +103,6 @@ def open_client(uri: str | None) -> Any:
     return MlflowClient(resolved)
 
 
-def _all_runs(client: Any, experiment_id: str, filter_string: str = "") -> list[Any]:
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], filter_string=filter_string, max_results=1000,
-                                  page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
 def known_experiments(client: Any) -> list[Any]:
     """Active experiments, most recently updated first."""
     found, token = [], None
@@ -161,14 +152,8 @@ def select(client: Any, patterns: list[str]) -> list[tuple[Any, bool]]:
 
 
 def search_parents(client: Any, experiment: Any) -> list[Any]:
-    """The parent runs of the searches in ``experiment``, oldest first: runs tagged
-    ``scitune.run=search``, or (older searches) runs that are neither a child nor a retrain."""
-    parents = _all_runs(client, experiment.experiment_id, f"tags.`{RUN_KIND_TAG}` = 'search'")
-    if not parents:
-        parents = [r for r in _all_runs(client, experiment.experiment_id)
-                   if PARENT_TAG not in r.data.tags and RUN_KIND_TAG not in r.data.tags
-                   and "space" in r.data.tags]
-    return sorted(parents, key=lambda r: r.info.start_time or 0)
+    """The parent runs of the searches in MLflow experiment ``experiment``, oldest first."""
+    return record.search_parents(client, experiment.experiment_id)
 
 
 def _int(value: Any) -> int | None:
@@ -182,89 +167,31 @@ def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
-def _seed_config(space: str | None) -> dict[str, Any] | None:
-    """The registered seed configuration of ``space`` (None where it is not registered here)."""
-    if not space:
-        return None
-    try:
-        from search_spaces import get_space
-
-        return dict(get_space(space).seed_config)
-    except Exception:  # noqa: BLE001 - an unknown space or a plugin that fails to import
-        return None
-
-
-def _objective(space: str | None) -> tuple[str | None, str]:
-    """The registered space's ``(metric, mode)`` (``(None, "max")`` where unknown)."""
-    try:
-        from search_spaces import get_space
-
-        registered = get_space(space or "")
-        return registered.metric, registered.mode
-    except Exception:  # noqa: BLE001 - as _seed_config
-        return None, "max"
-
-
-def _is_seed(params: dict[str, str], seed: dict[str, Any]) -> bool:
-    """As search.summary: a trial whose configuration equals the seed's (as text)."""
-    return all(str(params.get(k)) == str(seed.get(k)) for k in set(params) | set(seed))
-
-
-def seed_trial(parent: Any, children: list[Any]) -> Any | None:
-    """The trial run of the seed configuration: the run tagged ``scitune.seed=true`` where the
-    tracker tags it; else the run whose parameters equal the registered space's seed
-    configuration. None for a search with a ``--space-file`` (its seed was projected into the
-    narrowed space, which MLflow does not record) or a space not registered here."""
-    tagged = [r for r in children if r.data.tags.get(SEED_TAG) == "true"]
-    if tagged:
-        return tagged[0]
-    if parent.data.params.get("space_file", "None") not in ("None", ""):
-        return None
-    seed = _seed_config(parent.data.tags.get("space"))
-    return next((r for r in children if _is_seed(r.data.params, seed)), None) if seed else None
-
-
 def from_trials(client: Any, parent: Any, metric: str | None, mode: str) -> dict[str, Any]:
     """The summary figures of a search computed from its trial runs (as search.summary
     computes them from Ray's results): finished and failed trials, trial-epochs (finite
     objective values), compute seconds (sum of ``epoch_seconds``), the best value over every
     trial's history and its run, and the seed configuration's latest value."""
-    children = sorted((r for r in _all_runs(client, parent.info.experiment_id,
-                                            f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
-                       if r.data.tags.get(RUN_KIND_TAG, "trial") == "trial"),
-                      key=lambda r: (r.info.start_time or 0, r.info.run_id))  # ties: first trial
-    wanted = [k for k in (metric, "epoch_seconds") if k]
-
-    def histories(run: Any) -> dict[str, list[float]]:
-        return {k: [m.value for m in client.get_metric_history(run.info.run_id, k)] for k in wanted}
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        logged = list(pool.map(histories, children))
-    sign = 1.0 if mode == "max" else -1.0
-    best, best_run, epochs, seconds = None, None, 0, 0.0
-    for run, history in zip(children, logged, strict=True):
-        values = [v for v in history.get(metric, []) if math.isfinite(v)] if metric else []
-        epochs += len(values)
-        seconds += sum(v for v in history.get("epoch_seconds", []) if math.isfinite(v))
-        top = max(values, key=lambda v: sign * v) if values else None
-        if top is not None and (best is None or sign * top > sign * best):
-            best, best_run = top, run.info.run_id
-    seed_run = seed_trial(parent, children)
+    search = record.SearchRecord.of_parent(client, parent, parent.info.experiment_id)
+    trials = search.trials
+    best = search.best()
+    seed_run = search.seed_run()
     seed_value = _finite(seed_run.data.metrics.get(metric)) if seed_run and metric else None
-    return {"trials": sum(r.info.status in ("FINISHED", "FAILED") for r in children),
-            "failed": sum(r.info.status == "FAILED" for r in children),
-            "trial_epochs": epochs, "compute_seconds": seconds, "best": best,
-            "best_run_id": best_run, "seed": seed_value}
+    done = trials["status"].isin(["FINISHED", "FAILED"]) if len(trials) else trials
+    return {"trials": int(done.sum()) if len(trials) else 0,
+            "failed": int((trials["status"] == "FAILED").sum()) if len(trials) else 0,
+            "trial_epochs": int(trials["epochs"].sum()) if len(trials) else 0,
+            "compute_seconds": float(trials["compute_seconds"].sum()) if len(trials) else 0.0,
+            "best": None if best is None else float(best["best"]),
+            "best_run_id": None if best is None else best["run_id"], "seed": seed_value}
 
 
 def summarize(client: Any, name: str, parent: Any) -> Row:
     """The row of one search (its parent run's summary, else computed from its trials)."""
     tags, params, metrics, info = parent.data.tags, parent.data.params, parent.data.metrics, parent.info
-    metric, mode = tags.get("metric"), tags.get("mode")
-    if metric is None or mode is None:  # older searches: the registered space's objective
-        registered = _objective(tags.get("space"))
-        metric, mode = metric or registered[0], mode or registered[1]
-    summarised = "trials" in metrics and (metric is None or f"best_{metric}" in metrics)
+    search = record.SearchRecord.of_parent(client, parent, name)
+    metric, mode = search.objective
+    summarised = search.summarised
     if summarised:
         figures = {"trials": _int(metrics.get("trials")), "failed": _int(metrics.get("failed")),
                    "trial_epochs": _int(metrics.get("trial_epochs")),

@@ -7,28 +7,14 @@ objective value) and the data it was searched on, so a retrain needs nothing els
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 from common.errors import BadInput
-from tracking.state import ExperimentState, state_path
+from tracking.record import SearchRecord
+from tracking.state import state_path
 
 HEADER = ("# Best configuration of a scitune search. Retrain it alone with:\n"
           "#   python launch.py train --config {file} --max-epochs N\n")
-
-
-def best_record(state: ExperimentState, experiment: str) -> dict[str, Any]:
-    """The ``best_config.json`` the search logged to its MLflow parent run."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(state.data["tracking_uri"])
-    try:
-        local = client.download_artifacts(state.data["parent_run_id"], "best_config.json")
-        return json.loads(Path(local).read_text())
-    except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
-        raise BadInput(f"experiment {experiment!r} has no best configuration yet; let the "
-                       "search finish (or --resume it) first") from None
 
 
 def check_target(path: str | Path) -> Path:
@@ -41,14 +27,6 @@ def check_target(path: str | Path) -> Path:
     if path.is_dir():
         raise BadInput(f"--export-best {path} is a folder; name a file")
     return path
-
-
-def load_state(storage: str, experiment: str) -> ExperimentState:
-    """The recorded state of search ``experiment`` in ``storage`` (BadInput if damaged)."""
-    try:
-        return ExperimentState.load(state_path(storage, experiment))
-    except ValueError as exc:
-        raise BadInput(str(exc)) from None
 
 
 def export_finished(storage: str, experiment: str, path: str | Path) -> Path | None:
@@ -67,15 +45,15 @@ def write_best(storage: str, experiment: str, path: str | Path) -> Path:
     import yaml
 
     path = check_target(path)
-    state = load_state(storage, experiment)
-    record = best_record(state, experiment)
-    settings = state.data["settings"]
+    search = SearchRecord.load(storage, experiment)
+    record = search.best_record()
+    settings = search.settings
     metric = next((k for k in record if k not in ("space", "trial", "config")), None)
     doc = {
         "space": record["space"],
         "source": {"experiment": experiment, "trial": record.get("trial"),
-                   "tracking_uri": state.data["tracking_uri"],
-                   "parent_run_id": state.data["parent_run_id"]},
+                   "tracking_uri": search.state.data["tracking_uri"],
+                   "parent_run_id": search.parent_run_id},
         "objective": {"metric": metric, "value": record.get(metric)},
         # a user's file by its absolute path (the search may have named it relative to its cwd)
         "data": {"path": settings.get("data") if settings.get("data") in (None, "digits")

@@ -11,6 +11,14 @@ experiment's MLflow parent run under ``report/``.
 
 A trial's value is the best objective it reported at any epoch, as in the end-of-search
 summary (a trial ASHA stopped early keeps the value of its last rung).
+
+Libraries and hand-written code: the importances are Optuna's (``optuna.importance``, fANOVA)
+and the study is Optuna's own journal; the record of the search is
+:class:`tracking.record.SearchRecord`. The pictures are drawn here with matplotlib because
+Optuna's plots (``optuna.visualization.matplotlib``: history, parallel coordinates, slices,
+importances) draw COMPLETE trials only, and under ASHA most trials end PRUNED: they would
+leave out most of the search, and they cannot mark the seed configuration and the best
+trial or show the ASHA rungs. The learning curves are Optuna's intermediate values.
 """
 
 from __future__ import annotations
@@ -115,14 +123,11 @@ def rung_survival(epochs_reached: Sequence[int], grace_epochs: int, max_epochs: 
             for rung in asha_rungs(grace_epochs, max_epochs, reduction_factor)]
 
 
-def _same_params(params: dict[str, Any], seed: dict[str, Any]) -> bool:
-    return bool(params) and all(str(seed.get(k)) == str(v) for k, v in params.items())
+def trial_views(study: Any, seed_trial_id: str | None, mode: str) -> list[TrialView]:
+    """The study's trials with their per-epoch objective; the seed configuration's trial
+    marked (the one whose Ray trial the tracker tagged as the seed, else trial 0)."""
+    from tracking.record import best_value
 
-
-def trial_views(study: Any, seed_config: dict[str, Any], mode: str) -> list[TrialView]:
-    """The study's trials with their per-epoch objective; the seed configuration marked (the
-    trial with its parameters, else trial 0)."""
-    best_of = max if mode == "max" else min
     views = []
     for t in study.get_trials(deepcopy=False):
         curve = {int(k): float(v) for k, v in sorted(t.intermediate_values.items())
@@ -132,11 +137,11 @@ def trial_views(study: Any, seed_config: dict[str, Any], mode: str) -> list[Tria
             finite.append(float(t.value))
         views.append(TrialView(number=t.number, state=t.state.name, params=dict(t.params),
                                distributions=dict(t.distributions), curve=curve,
-                               value=best_of(finite) if finite else None,
+                               value=best_value(finite, mode),
                                ray_id=t.user_attrs.get("ray_trial_id")))
-    # The driver always evaluates the seed configuration first; with a --space-file it is the
-    # seed projected into the narrowed space, so trial 0 stands in when none matches exactly.
-    seeds = [v for v in views if _same_params(v.params, seed_config)] or \
+    # The driver always evaluates the seed configuration first: trial 0 stands in for an
+    # older search whose seed run was not tagged.
+    seeds = [v for v in views if seed_trial_id and v.ray_id == seed_trial_id] or \
         [v for v in views if v.number == 0 and v.params]
     if seeds:
         seeds[0].is_seed = True
@@ -628,21 +633,18 @@ def render_html(report: Report, pictures: list[Picture], figures: list[Path], fi
 
 # -- the sub-command -----------------------------------------------------------------------
 def load_report(storage: str, experiment: str) -> tuple[Report, Any, str]:
-    """Read state, study and MLflow tags; returns the report, the MLflow client and the
-    tracking URI. Raises :class:`BadInput` for anything the user must fix."""
+    """Read the search's record and Optuna study; returns the report, the MLflow client and
+    the tracking URI. Raises :class:`BadInput` for anything the user must fix."""
     from search_spaces import get_space
     from tracking.optuna_store import load_study
-    from tracking.state import ExperimentState, state_path
-    from tracking.store import resolve_mlflow_uri
+    from tracking.record import SearchRecord
+    from tracking.state import state_path
 
     path = state_path(storage, experiment)
     if not path.exists():
         raise BadInput(f"no experiment {experiment!r} in {storage}; check --experiment and --storage")
-    try:
-        state = ExperimentState.load(path)
-    except ValueError as exc:
-        raise BadInput(str(exc)) from None
-    settings = dict(state.data.get("settings") or {})
+    search = SearchRecord.load(storage, experiment)
+    settings = search.settings
     if "space" not in settings or "max_epochs" not in settings:
         raise BadInput(f"experiment state {path} lacks its settings; start a new --experiment")
     space = get_space(settings["space"])
@@ -651,26 +653,18 @@ def load_report(storage: str, experiment: str) -> tuple[Report, Any, str]:
     except KeyError as exc:
         raise BadInput(f"experiment {experiment!r} has no Optuna study ({exc.args[0]}); it predates "
                        "the study journal: run the search again") from None
-    trials = trial_views(study, dict(space.seed_config), space.mode)
+    seed_run = search.seed_run()
+    trials = trial_views(study, seed_run.data.tags.get("trial_id") if seed_run else None,
+                         space.mode)
     scored = [t for t in trials if t.value is not None]
     if not scored:
         raise BadInput(f"no trial of experiment {experiment!r} has reported {space.metric} yet; "
                        f"let it run (python launch.py --resume --experiment {experiment})")
-    uri = state.data.get("tracking_uri") or ""
-    if uri.startswith(("http://", "https://")):
-        uri = resolve_mlflow_uri(uri)  # a one-line error now beats MLflow's minutes of retries
-    from mlflow.tracking import MlflowClient  # after the cheap checks: a second to import
-
-    client = MlflowClient(uri)
-    parent = state.data["parent_run_id"]
-    try:
-        tags = client.get_run(parent).data.tags
-    except Exception as exc:  # noqa: BLE001 - MLflow raises several types
-        raise BadInput(f"MLflow parent run {parent} of {experiment!r} is not in {uri} "
-                       f"({type(exc).__name__}); check the tracking server or database") from None
+    tags = search.parent.data.tags
     sign = 1.0 if space.mode == "max" else -1.0
     best = max(scored, key=lambda t: (sign * t.value, -t.number))
     best_run_id = tags.get("best_run_id")
+    state = search.state
     if best_run_id:  # the search's own choice (the best checkpoint), when it got that far
         ray_id = next((k for k, r in state.trials.items() if r.get("run_id") == best_run_id), None)
         best = next((t for t in scored if ray_id and t.ray_id == ray_id), best)
@@ -678,8 +672,8 @@ def load_report(storage: str, experiment: str) -> tuple[Report, Any, str]:
         best_run_id = (state.trials.get(best.ray_id or "") or {}).get("run_id")
     seed = next((t for t in trials if t.is_seed), None)
     report = Report(experiment=experiment, space=space, settings=settings, trials=trials, best=best,
-                    seed=seed, parent_run_id=parent, best_run_id=best_run_id)
-    return report, client, uri
+                    seed=seed, parent_run_id=search.parent_run_id, best_run_id=best_run_id)
+    return report, search.client, search.tracking_uri
 
 
 def run(args: argparse.Namespace) -> int:

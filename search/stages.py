@@ -17,7 +17,7 @@ from common.errors import DataError
 from datasets import get_dataset
 from datasets.base import DataSplits, UpstreamModel
 from search_spaces import Space, Upstream, get_space, registry
-from tracking.record import best_of_search
+from tracking.record import SearchRecord
 from trainables.loop import FitSettings, fit
 
 DEFAULT_TRAIN_EPOCHS = 10
@@ -60,10 +60,10 @@ def resolve(stages: Sequence[Upstream], options: Mapping[str, str], seed: int,
         build = get_space(stage.space).build
         experiment = options.get(stage.option)
         if experiment:
-            config, state, run_id = best_of_search(experiment, stage.space, stage.option,
-                                                   tracking_uri)
+            record = SearchRecord.latest(experiment, stage.space, stage.option, tracking_uri)
+            config, state = record.best_config(), record.best_model_state()
             resolved[stage.name] = UpstreamModel(
-                space=stage.space, source=f"MLflow run {run_id}",
+                space=stage.space, source=f"MLflow run {record.parent_run_id}",
                 weights=lambda data, c=config, s=state: (c, s), build=build)
         elif stage.train_epochs_option:
             epochs = train_epochs(options, stage.train_epochs_option)

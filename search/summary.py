@@ -11,13 +11,9 @@ from typing import Any
 
 from search.settings import SearchResult, SearchSettings
 from search_spaces import Space
+from tracking.record import BEST_CHECKPOINT, BEST_CONFIG, best_value, same_config
 from tracking.state import ExperimentState
 from trainables.checkpoint import CHECKPOINT_FILE, FAILURE_KEY, flatten
-
-
-def _same_config(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    keys = set(a) | set(b)
-    return all(str(a.get(k)) == str(b.get(k)) for k in keys)
 
 
 def _history(result: Any, metric: str) -> list[float]:
@@ -152,7 +148,7 @@ def finish(args: SearchSettings, space: Space, state: ExperimentState, results: 
         config = flatten(result.config or {})
         history = _history(result, metric)
         finite = [v for v in history if math.isfinite(v)]
-        best = max(finite, key=lambda v: sign * v) if finite else None
+        best = best_value(history, space.mode)
         trial_id = (result.metrics or {}).get("trial_id") or \
             Path(result.path).name.removeprefix("trial_")
         record = state.trials.get(trial_id, {})
@@ -161,7 +157,7 @@ def finish(args: SearchSettings, space: Space, state: ExperimentState, results: 
             "config": config, "history": history, "best": best,
             "epochs": len(finite),
             "failed": result.error is not None or FAILURE_KEY in (result.metrics or {}),
-            "is_seed": _same_config(config, seed_config),
+            "is_seed": same_config(config, seed_config),
             "run_id": record.get("run_id"),
         })
     client = MlflowClient(state.data["tracking_uri"])
@@ -234,13 +230,13 @@ def finish(args: SearchSettings, space: Space, state: ExperimentState, results: 
 
     checkpoint_file = best_checkpoint_file(best["result"], metric, space.mode)
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "best_config.json").write_text(json.dumps(
+        (Path(tmp) / BEST_CONFIG).write_text(json.dumps(
             {"space": space.name, "trial": best["trial"], metric: best["best"],
              "config": best["config"]}, indent=1, default=str))
-        client.log_artifact(parent, str(Path(tmp) / "best_config.json"))
+        client.log_artifact(parent, str(Path(tmp) / BEST_CONFIG))
         if checkpoint_file and checkpoint_file.exists():
-            shutil.copy(checkpoint_file, Path(tmp) / "best_checkpoint.pt")
-            client.log_artifact(parent, str(Path(tmp) / "best_checkpoint.pt"))
+            shutil.copy(checkpoint_file, Path(tmp) / BEST_CHECKPOINT)
+            client.log_artifact(parent, str(Path(tmp) / BEST_CHECKPOINT))
     model_uri = log_best_model(state, space, best["config"], checkpoint_file)
     import time
 

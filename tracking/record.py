@@ -1,43 +1,304 @@
-"""What a finished search left in MLflow, read back: its best configuration and checkpoint
-(``best_config.json`` and ``best_checkpoint.pt`` on its parent run)."""
+"""One read model of a search: :class:`SearchRecord`, what its books hold, read back.
+
+A search's facts live in MLflow (the parent run: settings as params, summary metrics, tags,
+``best_config.json`` and ``best_checkpoint.pt``; one child run per trial with its params and
+per-epoch metrics) and, on the machine that ran it, in ``state.json``. Everything that reads a
+search after the fact (``compare``, ``report``, ``--export-best``, ``blackout``, the earlier
+stages of multi-stage spaces) reads it through this class, so two rules live here once:
+
+- the best value of a trial is the best finite value over its epochs (:func:`best_value`);
+- the seed trial is the one the tracker tagged ``scitune.seed=true`` when it started, because
+  its flat configuration equalled the seed configuration as text (:func:`same_config`); runs
+  from before that tag fall back to the same rule against the registered space's seed.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from common.errors import DataError
+from common.errors import BadInput, DataError
+from tracking.store import RUN_KIND_TAG
+
+PARENT_TAG = "mlflow.parentRunId"
+SEED_TAG = "scitune.seed"
+BEST_CONFIG = "best_config.json"
+BEST_CHECKPOINT = "best_checkpoint.pt"
 
 
-def best_of_search(experiment: str, space: str, option: str, tracking_uri: str | None = None
-                   ) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """(config, model state, parent run id) of the best trial of a finished search of
-    ``space`` in MLflow experiment ``experiment`` (the tracking store of this search), for
-    searches that build on an earlier one (``--data-option {option}=NAME``); raises
-    :class:`DataError` naming the fix."""
-    import mlflow
-    import torch
-    from mlflow.tracking import MlflowClient
+def same_config(config: Mapping[str, Any], seed: Mapping[str, Any]) -> bool:
+    """Whether a flat configuration is the seed configuration (compared as text, over the
+    keys of both, as MLflow stores parameters)."""
+    return all(str(config.get(k)) == str(seed.get(k)) for k in set(config) | set(seed))
 
-    uri = tracking_uri or mlflow.get_tracking_uri()
-    client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise DataError(f"--data-option {option}={experiment}: no such MLflow "
-                        f"experiment in {uri}; run a '{space}' search first or drop the option")
-    parents = [r for r in client.search_runs([found.experiment_id], max_results=1000)
-               if "mlflow.parentRunId" not in r.data.tags]
-    finished = [r for r in parents if r.info.status == "FINISHED"]
-    if not finished:
-        raise DataError(f"--data-option {option}={experiment}: the experiment has no "
-                        "finished search; let it finish (or --resume it) first")
-    parent = max(finished, key=lambda r: r.info.end_time or 0)
-    if parent.data.tags.get("space") != space:
-        raise DataError(f"--data-option {option}={experiment}: it searched space "
-                        f"{parent.data.tags.get('space')!r}, not '{space}'")
-    local = Path(client.download_artifacts(parent.info.run_id, "best_config.json"))
-    config = json.loads(local.read_text())["config"]
-    checkpoint = client.download_artifacts(parent.info.run_id, "best_checkpoint.pt")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
-    return config, state, parent.info.run_id
+
+def best_value(values: Iterable[float], mode: str) -> float | None:
+    """The best finite value (``max`` or ``min``), None when there is none."""
+    finite = [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
+    if not finite:
+        return None
+    return max(finite) if mode == "max" else min(finite)
+
+
+def registered_seed(space: str | None) -> dict[str, Any] | None:
+    """The registered seed configuration of ``space`` (None where it is not registered)."""
+    try:
+        from search_spaces import get_space
+
+        return dict(get_space(space or "").seed_config)
+    except Exception:  # noqa: BLE001 - an unknown space or a plugin that fails to import
+        return None
+
+
+def registered_objective(space: str | None) -> tuple[str | None, str]:
+    """The registered space's ``(metric, mode)`` (``(None, "max")`` where unknown)."""
+    try:
+        from search_spaces import get_space
+
+        found = get_space(space or "")
+        return found.metric, found.mode
+    except Exception:  # noqa: BLE001 - as registered_seed
+        return None, "max"
+
+
+def all_runs(client: Any, experiment_id: str, filter_string: str = "") -> list[Any]:
+    """Every run of an MLflow experiment matching ``filter_string`` (all pages)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filter_string,
+                                  max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def search_parents(client: Any, experiment_id: str) -> list[Any]:
+    """The parent runs of the searches in an MLflow experiment, oldest first: runs tagged
+    ``scitune.run=search``, or (older searches) runs that are neither a child nor a retrain."""
+    parents = all_runs(client, experiment_id, f"tags.`{RUN_KIND_TAG}` = 'search'")
+    if not parents:
+        parents = [r for r in all_runs(client, experiment_id)
+                   if PARENT_TAG not in r.data.tags and RUN_KIND_TAG not in r.data.tags
+                   and "space" in r.data.tags]
+    return sorted(parents, key=lambda r: r.info.start_time or 0)
+
+
+class SearchRecord:
+    """One search as its books hold it. Build it with :meth:`load` (by ``--storage`` and
+    experiment name, from ``state.json``), :meth:`latest` (the last finished search of an
+    MLflow experiment) or :meth:`of_parent` (a parent run found in MLflow)."""
+
+    def __init__(self, client: Any, parent: Any, name: str, state: Any = None):
+        self.client = client
+        self.parent = parent
+        self.name = name
+        self.state = state  # tracking.state.ExperimentState where the search ran here
+
+    # -- building ---------------------------------------------------------------------------
+    @classmethod
+    def load(cls, storage: str, name: str) -> SearchRecord:
+        """The search ``name`` recorded in ``storage`` (raises :class:`BadInput`)."""
+        from mlflow.tracking import MlflowClient
+
+        from tracking.state import ExperimentState, state_path
+
+        path = state_path(storage, name)
+        if not path.exists():
+            raise BadInput(f"no experiment {name!r} in {storage}; check --experiment and "
+                           "--storage")
+        try:
+            state = ExperimentState.load(path)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+        uri = state.data.get("tracking_uri") or ""
+        if uri.startswith(("http://", "https://")):
+            from tracking.store import resolve_mlflow_uri
+
+            uri = resolve_mlflow_uri(uri)  # a one-line error now beats MLflow's retries
+        client = MlflowClient(uri)
+        parent_id = state.data["parent_run_id"]
+        try:
+            parent = client.get_run(parent_id)
+        except Exception as exc:  # noqa: BLE001 - MLflow raises several types
+            raise BadInput(f"MLflow parent run {parent_id} of {name!r} is not in {uri} "
+                           f"({type(exc).__name__}); check the tracking server or database"
+                           ) from None
+        return cls(client, parent, name, state)
+
+    @classmethod
+    def latest(cls, experiment: str, space: str, option: str, tracking_uri: str | None = None
+               ) -> SearchRecord:
+        """The last finished search of ``space`` in MLflow experiment ``experiment``, for a
+        search that builds on it (``--data-option {option}=NAME``); raises
+        :class:`DataError` naming the fix."""
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        uri = tracking_uri or mlflow.get_tracking_uri()
+        client = MlflowClient(uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            raise DataError(f"--data-option {option}={experiment}: no such MLflow experiment in "
+                            f"{uri}; run a '{space}' search first or drop the option")
+        finished = [r for r in search_parents(client, found.experiment_id)
+                    if r.info.status == "FINISHED"]
+        if not finished:
+            raise DataError(f"--data-option {option}={experiment}: the experiment has no "
+                            "finished search; let it finish (or --resume it) first")
+        parent = max(finished, key=lambda r: r.info.end_time or 0)
+        if parent.data.tags.get("space") != space:
+            raise DataError(f"--data-option {option}={experiment}: it searched space "
+                            f"{parent.data.tags.get('space')!r}, not '{space}'")
+        return cls(client, parent, experiment)
+
+    @classmethod
+    def of_parent(cls, client: Any, parent: Any, name: str) -> SearchRecord:
+        """The search whose parent run is ``parent``."""
+        return cls(client, parent, name)
+
+    # -- what the parent run says -----------------------------------------------------------
+    @property
+    def parent_run_id(self) -> str:
+        return self.parent.info.run_id
+
+    @property
+    def tracking_uri(self) -> str:
+        return str(self.client.tracking_uri)
+
+    @property
+    def space(self) -> str | None:
+        return self.parent.data.tags.get("space")
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The search's settings: from ``state.json`` where it ran here, else the parent run's
+        params (as text)."""
+        if self.state is not None:
+            return dict(self.state.data.get("settings") or {})
+        return dict(self.parent.data.params)
+
+    @cached_property
+    def objective(self) -> tuple[str | None, str]:
+        """``(metric, mode)``: the parent run's tags, else the registered space's."""
+        tags = self.parent.data.tags
+        metric, mode = tags.get("metric"), tags.get("mode")
+        if metric is None or mode is None:  # older searches
+            registered = registered_objective(self.space)
+            metric, mode = metric or registered[0], mode or registered[1]
+        return metric, mode
+
+    @property
+    def summarised(self) -> bool:
+        """Whether the search finished its summary (the parent run holds its figures)."""
+        metric = self.objective[0]
+        metrics = self.parent.data.metrics
+        return "trials" in metrics and (metric is None or f"best_{metric}" in metrics)
+
+    # -- the trials -------------------------------------------------------------------------
+    @cached_property
+    def trial_runs(self) -> list[Any]:
+        """The trial runs, in the order they started (ties: by run id)."""
+        runs = all_runs(self.client, self.parent.info.experiment_id,
+                        f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'")
+        return sorted((r for r in runs if r.data.tags.get(RUN_KIND_TAG, "trial") == "trial"),
+                      key=lambda r: (r.info.start_time or 0, r.info.run_id))
+
+    @cached_property
+    def trials(self) -> Any:
+        """One row per trial run, in start order: ``trial_id``, ``run_id``, ``status``,
+        ``best`` (best value of the objective over its epochs), ``epochs`` (epochs with a
+        finite objective), ``compute_seconds``, ``is_seed``, ``failure_reason``, then its
+        parameters as ``config/<name>`` (text, as MLflow holds them)."""
+        import pandas as pd
+
+        metric, mode = self.objective
+        wanted = [k for k in (metric, "epoch_seconds") if k]
+
+        def histories(run: Any) -> dict[str, list[float]]:
+            return {k: [m.value for m in self.client.get_metric_history(run.info.run_id, k)]
+                    for k in wanted}
+
+        runs = self.trial_runs
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            logged = list(pool.map(histories, runs))
+        seed = self.seed_run()
+        rows = []
+        for run, history in zip(runs, logged, strict=True):
+            values = history.get(metric, []) if metric else []
+            rows.append({
+                "trial_id": run.data.tags.get("trial_id"), "run_id": run.info.run_id,
+                "status": run.info.status, "best": best_value(values, mode),
+                "epochs": sum(1 for v in values if math.isfinite(v)),
+                "compute_seconds": sum(v for v in history.get("epoch_seconds", [])
+                                       if math.isfinite(v)),
+                "is_seed": seed is not None and run.info.run_id == seed.info.run_id,
+                "failure_reason": run.data.tags.get("failure_reason"),
+                **{f"config/{k}": v for k, v in run.data.params.items()},
+            })
+        columns = ["trial_id", "run_id", "status", "best", "epochs", "compute_seconds",
+                   "is_seed", "failure_reason"]
+        return pd.DataFrame.from_records(rows, columns=None if rows else columns)
+
+    def seed_run(self) -> Any | None:
+        """The trial run of the seed configuration (see the module doc); None for an older
+        search with a ``--space-file`` (its projected seed is not recorded) or a space not
+        registered here."""
+        runs = self.trial_runs
+        tagged = [r for r in runs if r.data.tags.get(SEED_TAG) == "true"]
+        if tagged:
+            return tagged[0]
+        if self.parent.data.params.get("space_file", "None") not in ("None", ""):
+            return None
+        seed = registered_seed(self.space)
+        return next((r for r in runs if same_config(r.data.params, seed)), None) \
+            if seed else None
+
+    def best(self) -> Any | None:
+        """The row of the best trial (first started among equals), None before any value."""
+        trials = self.trials
+        scored = trials[trials["best"].notna()] if len(trials) else trials
+        if not len(scored):
+            return None
+        sign = 1.0 if self.objective[1] == "max" else -1.0
+        return scored.loc[(sign * scored["best"]).idxmax()]
+
+    def seed(self) -> Any | None:
+        """The row of the seed trial, None where there is none."""
+        trials = self.trials
+        rows = trials[trials["is_seed"]] if len(trials) else trials
+        return rows.iloc[0] if len(rows) else None
+
+    # -- what the search left on its parent run ---------------------------------------------
+    def best_record(self) -> dict[str, Any]:
+        """``best_config.json``: ``space``, ``trial``, the objective's value and ``config``
+        (raises :class:`BadInput` before the search has finished)."""
+        try:
+            local = self.client.download_artifacts(self.parent_run_id, BEST_CONFIG)
+            return json.loads(Path(local).read_text())
+        except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
+            raise BadInput(f"experiment {self.name!r} has no best configuration yet; let the "
+                           "search finish (or --resume it) first") from None
+
+    def best_config(self) -> dict[str, Any]:
+        """The best configuration the search chose (its best checkpoint's)."""
+        return dict(self.best_record()["config"])
+
+    def best_checkpoint(self) -> Path:
+        """The best checkpoint file, downloaded (raises :class:`BadInput` when absent)."""
+        try:
+            return Path(self.client.download_artifacts(self.parent_run_id, BEST_CHECKPOINT))
+        except Exception:  # noqa: BLE001 - as best_record
+            raise BadInput(f"experiment {self.name!r} has no best checkpoint yet; let the "
+                           "search finish (or --resume it) first") from None
+
+    def best_model_state(self) -> dict[str, Any]:
+        """The model state dict of the best checkpoint (tensors only)."""
+        import torch
+
+        return torch.load(self.best_checkpoint(), map_location="cpu", weights_only=True)["model"]

@@ -16,6 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_KIND_TAG = "scitune.run"
 STORAGE_TAG = "scitune.storage"  # the --storage of a search's parent run
 
+
 def git_commit() -> str:
     """The commit of the code this search runs (``unknown`` outside a git checkout)."""
     try:

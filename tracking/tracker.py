@@ -22,7 +22,9 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
+from tracking.record import SEED_TAG, same_config
 from tracking.state import ExperimentState
+from tracking.store import RUN_KIND_TAG
 from trainables.checkpoint import FAILURE_KEY
 
 SKIP_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint",
@@ -139,11 +141,11 @@ class MlflowTracker(Callback):
             "mlflow.parentRunId": self.state.data["parent_run_id"],
             "mlflow.runName": name,
             "trial_id": trial_id,
-            "scitune.run": "trial",
+            RUN_KIND_TAG: "trial",
         })
         seed = getattr(self, "seed_config", None)  # absent in states pickled before it existed
-        if seed and {k: str(v) for k, v in flatten(config).items()} == seed:
-            tags["scitune.seed"] = "true"
+        if seed and same_config(flatten(config), seed):
+            tags[SEED_TAG] = "true"
         run = self.client.create_run(self.state.data["mlflow_experiment_id"], tags=tags)
         params = [Param(k, str(v)[:6000]) for k, v in sorted(flatten(config).items())]
         for start in range(0, len(params), 100):
