@@ -653,13 +653,19 @@ def load_report(storage: str, experiment: str) -> tuple[Report, Any, str]:
     except KeyError as exc:
         raise BadInput(f"experiment {experiment!r} has no Optuna study ({exc.args[0]}); it predates "
                        "the study journal: run the search again") from None
-    seed_run = search.seed_run()
-    trials = trial_views(study, seed_run.data.tags.get("trial_id") if seed_run else None,
-                         space.mode)
+    # the seed trial as the tracker decided it when the trial started (recorded in the state)
+    seed_id = next((k for k, r in search.state.trials.items() if r.get("seed")), None)
+    trials = trial_views(study, seed_id, space.mode)
     scored = [t for t in trials if t.value is not None]
     if not scored:
         raise BadInput(f"no trial of experiment {experiment!r} has reported {space.metric} yet; "
                        f"let it run (python launch.py --resume --experiment {experiment})")
+    if seed_id is None:  # a search from before the state recorded it: the tracker's tag
+        seed_run = search.seed_run()
+        seed_id = seed_run.data.tags.get("trial_id") if seed_run is not None else None
+        if seed_id and any(view.ray_id == seed_id for view in trials):
+            for view in trials:
+                view.is_seed = view.ray_id == seed_id
     tags = search.parent.data.tags
     sign = 1.0 if space.mode == "max" else -1.0
     best = max(scored, key=lambda t: (sign * t.value, -t.number))

@@ -94,18 +94,20 @@ class SearchRecord:
     experiment name, from ``state.json``), :meth:`latest` (the last finished search of an
     MLflow experiment) or :meth:`of_parent` (a parent run found in MLflow)."""
 
-    def __init__(self, client: Any, parent: Any, name: str, state: Any = None):
-        self.client = client
-        self.parent = parent
+    def __init__(self, client: Any, parent: Any, name: str, state: Any = None, *,
+                 tracking_uri: str | None = None, parent_run_id: str | None = None):
+        self._client = client
+        self._parent = parent
         self.name = name
         self.state = state  # tracking.state.ExperimentState where the search ran here
+        self._tracking_uri = tracking_uri
+        self._parent_run_id = parent_run_id
 
     # -- building ---------------------------------------------------------------------------
     @classmethod
     def load(cls, storage: str, name: str) -> SearchRecord:
-        """The search ``name`` recorded in ``storage`` (raises :class:`BadInput`)."""
-        from mlflow.tracking import MlflowClient
-
+        """The search ``name`` recorded in ``storage`` (raises :class:`BadInput`). Reads
+        ``state.json`` only: MLflow is reached on first use, so cheap checks come first."""
         from tracking.state import ExperimentState, state_path
 
         path = state_path(storage, name)
@@ -116,20 +118,8 @@ class SearchRecord:
             state = ExperimentState.load(path)
         except ValueError as exc:
             raise BadInput(str(exc)) from None
-        uri = state.data.get("tracking_uri") or ""
-        if uri.startswith(("http://", "https://")):
-            from tracking.store import resolve_mlflow_uri
-
-            uri = resolve_mlflow_uri(uri)  # a one-line error now beats MLflow's retries
-        client = MlflowClient(uri)
-        parent_id = state.data["parent_run_id"]
-        try:
-            parent = client.get_run(parent_id)
-        except Exception as exc:  # noqa: BLE001 - MLflow raises several types
-            raise BadInput(f"MLflow parent run {parent_id} of {name!r} is not in {uri} "
-                           f"({type(exc).__name__}); check the tracking server or database"
-                           ) from None
-        return cls(client, parent, name, state)
+        return cls(None, None, name, state, tracking_uri=state.data.get("tracking_uri") or "",
+                   parent_run_id=state.data["parent_run_id"])
 
     @classmethod
     def latest(cls, experiment: str, space: str, option: str, tracking_uri: str | None = None
@@ -164,12 +154,40 @@ class SearchRecord:
 
     # -- what the parent run says -----------------------------------------------------------
     @property
+    def client(self) -> Any:
+        """The MLflow client of the search's tracking store (a server is checked first)."""
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            uri = self._tracking_uri or ""
+            if uri.startswith(("http://", "https://")):
+                from tracking.store import resolve_mlflow_uri
+
+                uri = resolve_mlflow_uri(uri)  # a one-line error now beats MLflow's retries
+            self._client = MlflowClient(uri)
+        return self._client
+
+    @property
+    def parent(self) -> Any:
+        """The search's MLflow parent run (raises :class:`BadInput` when it is missing)."""
+        if self._parent is None:
+            try:
+                self._parent = self.client.get_run(self._parent_run_id)
+            except BadInput:
+                raise
+            except Exception as exc:  # noqa: BLE001 - MLflow raises several types
+                raise BadInput(f"MLflow parent run {self._parent_run_id} of {self.name!r} is not "
+                               f"in {self.tracking_uri} ({type(exc).__name__}); check the "
+                               "tracking server or database") from None
+        return self._parent
+
+    @property
     def parent_run_id(self) -> str:
-        return self.parent.info.run_id
+        return self._parent_run_id or self.parent.info.run_id
 
     @property
     def tracking_uri(self) -> str:
-        return str(self.client.tracking_uri)
+        return str(self._tracking_uri if self._client is None else self._client.tracking_uri)
 
     @property
     def space(self) -> str | None:

@@ -144,14 +144,15 @@ class MlflowTracker(Callback):
             RUN_KIND_TAG: "trial",
         })
         seed = getattr(self, "seed_config", None)  # absent in states pickled before it existed
-        if seed and same_config(flatten(config), seed):
+        is_seed = bool(seed) and same_config(flatten(config), seed)
+        if is_seed:
             tags[SEED_TAG] = "true"
         run = self.client.create_run(self.state.data["mlflow_experiment_id"], tags=tags)
         params = [Param(k, str(v)[:6000]) for k, v in sorted(flatten(config).items())]
         for start in range(0, len(params), 100):
             self.client.log_batch(run.info.run_id, params=params[start : start + 100])
         record = {"run_id": run.info.run_id, "last_step": 0, "status": "RUNNING",
-                  "config": flatten(config)}
+                  "config": flatten(config), "seed": is_seed}
         self.state.trials[trial_id] = record
         self.state.save()
         return record
