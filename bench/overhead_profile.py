@@ -164,7 +164,8 @@ def main() -> None:
         out, err = driver.communicate()
         for profiler in attached.values():
             profiler.wait(timeout=60)
-        if driver.returncode != 0:
+        # py-spy exits 0 whatever the profiled process did: a search that ran prints its summary
+        if driver.returncode != 0 or "=== " not in out:
             raise SystemExit(f"profiled search failed:\n{err[-3000:]}")
         driver_counts = parse(raw_dir / "driver.txt", DRIVER_PHASES, trial_thread=False)
         trial = Counter()

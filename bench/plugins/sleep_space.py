@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from search_spaces import Space, register
-from trainables.loop import register_kind
+from trainables.loop import Kind, register_kind
 
 
 def objective(x: float, epoch: int) -> float:
@@ -22,12 +22,12 @@ def objective(x: float, epoch: int) -> float:
     return (1.0 - (x - 0.3) ** 2) * (1.0 - 0.5 ** epoch)
 
 
-class SleepKind:
-    def train_epoch(self, model, data, opt, cfg, rng, device):
+class SleepKind(Kind):
+    def train_epoch(self, model, data, opt, cfg, rng, ctx):
         time.sleep(float(os.environ.get("SCITUNE_BENCH_EPOCH_S", "0.2")))
         return {}
 
-    def evaluate(self, model, data, split, cfg, device):
+    def evaluate(self, model, data, split, cfg, ctx):
         model.calls = getattr(model, "calls", 0) + 1
         return {"score": objective(float(cfg["x"]), model.calls)}
 
