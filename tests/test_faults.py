@@ -74,12 +74,14 @@ def test_trial_faults_are_recorded_and_the_search_goes_on(tmp_path):
     for run in by_fault["none"] + by_fault["raise_once"]:
         assert run.info.status == "FINISHED"
         assert steps(client, run) == [1, 2, 3]
-    # the crashed trial was retried from its checkpoint: no epoch trained twice
+    # the crashed trial was retried from its checkpoint: no epoch trained twice (MLflow's
+    # steps above hold every epoch once; Ray's own result.json of a retried trial may lose the
+    # lines before the retry, seen once in CI, but never repeats one)
     for run in by_fault["raise_once"]:
         trial_dir = tmp_path / "ray" / "faults" / f"trial_{run.data.tags['trial_id']}"
         epochs = [json.loads(line)["epoch"] for line in
                   (trial_dir / "result.json").read_text().splitlines() if line.strip()]
-        assert epochs == [1, 2, 3], epochs
+        assert epochs == sorted(set(epochs)) and epochs[-1] == 3, epochs
     assert "failed:" in result.stdout and "diverged" in result.stdout
     study = optuna_study(tmp_path / "ray" / "faults")
     states = [t.state.name for t in study.trials]
