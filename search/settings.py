@@ -108,9 +108,11 @@ class SearchResult:
     """A finished (or interrupted) search.
 
     ``exit_code``: 0 done, 1 no trial reported the objective, 130 interrupted (resume it).
-    ``trials``: one row per trial (``trial``, ``trial_id``, ``best`` = best value of the
-    objective over its epochs, ``epochs``, ``failed``, ``is_seed``, ``run_id``, then its
-    configuration as ``config/<name>`` columns), best first."""
+    ``trials``: one row per trial, best first (:meth:`tracking.record.SearchRecord.ranked`
+    with the trial's folder name as ``trial``): ``trial_id``, ``run_id``, ``status``,
+    ``best`` = best value of the objective over its epochs, ``epochs``, ``compute_seconds``,
+    ``is_seed``, ``failed``, ``failure_reason``, then its configuration as ``config/<name>``
+    columns."""
 
     experiment: str
     exit_code: int

@@ -11,25 +11,9 @@ from typing import Any
 
 from search.settings import SearchResult, SearchSettings
 from search_spaces import Space
-from tracking.record import BEST_CHECKPOINT, BEST_CONFIG, best_value, same_config
+from tracking.record import BEST_CHECKPOINT, BEST_CONFIG, SearchRecord
 from tracking.state import ExperimentState
-from trainables.checkpoint import CHECKPOINT_FILE, FAILURE_KEY, flatten
-
-
-def _history(result: Any, metric: str) -> list[float]:
-    df = result.metrics_dataframe
-    if df is None or metric not in df:
-        value = (result.metrics or {}).get(metric)
-        return [value] if isinstance(value, int | float) else []
-    return [float(v) for v in df[metric].tolist()]
-
-
-def _total(result: Any, metric: str) -> float:
-    """Sum of a per-epoch metric over a trial's history (0 when it never reported it)."""
-    df = result.metrics_dataframe
-    if df is None or metric not in df:
-        return 0.0
-    return float(df[metric].dropna().sum())
+from trainables.checkpoint import CHECKPOINT_FILE, FAILURE_KEY
 
 
 def compact(config: dict[str, Any], seed: dict[str, Any], width: int = 150) -> str:
@@ -122,61 +106,49 @@ def log_best_model(state: ExperimentState, space: Space, config: dict[str, Any],
         return None
 
 
-def trials_frame(rows: list[dict[str, Any]]) -> Any:
-    """The trials of a search as a DataFrame, best first (see :class:`SearchResult`)."""
-    import pandas as pd
-
-    records = [{"trial": r["trial"], "trial_id": r["trial_id"], "best": r["best"],
-                "epochs": r["epochs"], "failed": r["failed"], "is_seed": r["is_seed"],
-                "run_id": r["run_id"], **{f"config/{k}": v for k, v in r["config"].items()}}
-               for r in rows]
-    columns = ["trial", "trial_id", "best", "epochs", "failed", "is_seed", "run_id"]
-    return pd.DataFrame.from_records(records, columns=None if records else columns)
+def _trial_id(result: Any) -> str:
+    return (result.metrics or {}).get("trial_id") or Path(result.path).name.removeprefix("trial_")
 
 
 def finish(args: SearchSettings, space: Space, state: ExperimentState, results: Any
            ) -> SearchResult:
     """Print the summary, log it to the parent run, close the parent run; return the result
-    (its ``exit_code``: 0 done, 1 no trial reported the objective, 130 interrupted)."""
+    (its ``exit_code``: 0 done, 1 no trial reported the objective, 130 interrupted).
+
+    The trials are read back through :class:`tracking.record.SearchRecord`, as ``report``
+    and ``compare`` read them; Ray's results give only what MLflow does not hold: each
+    trial's folder name, its checkpoints, and how many trials Ray ran."""
     from mlflow.tracking import MlflowClient
 
     state = ExperimentState.load(state.path)  # the tracker's latest record
-    metric, sign = space.metric, (1.0 if space.mode == "max" else -1.0)
-    seed_config = {k: v for k, v in space.seed_config.items()}
-    rows = []
-    for result in results:
-        config = flatten(result.config or {})
-        history = _history(result, metric)
-        finite = [v for v in history if math.isfinite(v)]
-        best = best_value(history, space.mode)
-        trial_id = (result.metrics or {}).get("trial_id") or \
-            Path(result.path).name.removeprefix("trial_")
-        record = state.trials.get(trial_id, {})
-        rows.append({
-            "trial": Path(result.path).name, "trial_id": trial_id, "result": result,
-            "config": config, "history": history, "best": best,
-            "epochs": len(finite),
-            "failed": result.error is not None or FAILURE_KEY in (result.metrics or {}),
-            "is_seed": same_config(config, seed_config),
-            "run_id": record.get("run_id"),
-        })
-    client = MlflowClient(state.data["tracking_uri"])
-    drop_orphans(client, state, {r["trial_id"] for r in rows},
+    metric = space.metric
+    seed_config = dict(space.seed_config)
+    uri, parent = state.data["tracking_uri"], state.data["parent_run_id"]
+    client = MlflowClient(uri)
+    by_trial = {_trial_id(r): r for r in results}
+    drop_orphans(client, state, set(by_trial),
                  Path(results.experiment_path) if getattr(results, "experiment_path", None) else None)
-    scored = sorted((r for r in rows if r["best"] is not None), key=lambda r: -sign * r["best"])
+    search = SearchRecord(client, None, args.experiment, state, tracking_uri=uri,
+                          parent_run_id=parent)
+    ranked = search.ranked().copy()
+    ranked.insert(0, "trial", [Path(by_trial[t].path).name if t in by_trial else t
+                               for t in ranked["trial_id"]])
+    rows = ranked.to_dict("records")
+    for row in rows:
+        row["config"] = {k.removeprefix("config/"): v for k, v in row.items()
+                         if k.startswith("config/") and v == v}  # NaN: not sampled
+        row["history"] = search.history(row["run_id"])
+    scored = [r for r in rows if r["best"] is not None and math.isfinite(r["best"])]
     seed_row = next((r for r in rows if r["is_seed"]), None)
     failed = [r for r in rows if r["failed"]]
-    ranked = scored + [r for r in rows if r["best"] is None]
-    parent = state.data["parent_run_id"]
 
     def result(code: int, **best: Any) -> SearchResult:
         return SearchResult(experiment=args.experiment, exit_code=code, metric=metric,
-                            mode=space.mode, tracking_uri=state.data["tracking_uri"],
-                            parent_run_id=parent, storage=args.storage,
-                            trials=trials_frame(ranked), **best)
+                            mode=space.mode, tracking_uri=uri, parent_run_id=parent,
+                            storage=args.storage, trials=ranked.reset_index(drop=True), **best)
 
-    trial_epochs = sum(r["epochs"] for r in rows)
-    compute_seconds = sum(_total(r["result"], "epoch_seconds") for r in rows)
+    trial_epochs = int(sum(r["epochs"] for r in rows))
+    compute_seconds = float(sum(r["compute_seconds"] for r in rows))
 
     print()
     print(f"=== {args.experiment}: {len(rows)} trials, {len(failed)} failed, "
@@ -191,12 +163,14 @@ def finish(args: SearchSettings, space: Space, state: ExperimentState, results: 
         print(f"{'seed':>4}  {seed_row['trial'][:40]:<40} {_fmt(seed_row['best']):>14} "
               f"{seed_row['epochs']:>6}  seed configuration")
     for row in failed:
-        reason = state.trials.get(row["trial_id"], {}).get(FAILURE_KEY) or \
-            (row["result"].metrics or {}).get(FAILURE_KEY) or str(row["result"].error)
+        ray_result = by_trial.get(row["trial_id"])
+        reason = (row["failure_reason"] if isinstance(row["failure_reason"], str) else None) or \
+            state.trials.get(row["trial_id"], {}).get(FAILURE_KEY) or \
+            (ray_result and str(ray_result.error))
         print(f"  failed: {row['trial']}: {str(reason).splitlines()[0][:160]}")
 
     open_trials = [r for r in state.trials.values() if r.get("status") == "RUNNING"]
-    if open_trials or len(rows) < int(state.data["settings"]["trials"]):
+    if open_trials or len(by_trial) < int(state.data["settings"]["trials"]):
         for record in open_trials:  # interrupted (Ctrl-C): no run is left RUNNING
             client.set_terminated(record["run_id"], status="KILLED")
             record["status"] = "KILLED"
@@ -228,7 +202,9 @@ def finish(args: SearchSettings, space: Space, state: ExperimentState, results: 
     print("best configuration:")
     print(json.dumps(best["config"], indent=1, default=str))
 
-    checkpoint_file = best_checkpoint_file(best["result"], metric, space.mode)
+    best_result = by_trial.get(best["trial_id"])
+    checkpoint_file = best_checkpoint_file(best_result, metric, space.mode) \
+        if best_result is not None else None
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / BEST_CONFIG).write_text(json.dumps(
             {"space": space.name, "trial": best["trial"], metric: best["best"],

@@ -228,40 +228,78 @@ class SearchRecord:
                       key=lambda r: (r.info.start_time or 0, r.info.run_id))
 
     @cached_property
-    def trials(self) -> Any:
-        """One row per trial run, in start order: ``trial_id``, ``run_id``, ``status``,
-        ``best`` (best value of the objective over its epochs), ``epochs`` (epochs with a
-        finite objective), ``compute_seconds``, ``is_seed``, ``failure_reason``, then its
-        parameters as ``config/<name>`` (text, as MLflow holds them)."""
-        import pandas as pd
-
-        metric, mode = self.objective
+    def _histories(self) -> dict[str, dict[str, list[tuple[int, float]]]]:
+        """run id → {metric: [(epoch, value), ...]} for the objective and ``epoch_seconds``."""
+        metric = self.objective[0]
         wanted = [k for k in (metric, "epoch_seconds") if k]
 
-        def histories(run: Any) -> dict[str, list[float]]:
-            return {k: [m.value for m in self.client.get_metric_history(run.info.run_id, k)]
-                    for k in wanted}
+        def histories(run: Any) -> dict[str, list[tuple[int, float]]]:
+            return {k: sorted(((m.step, m.value) for m in
+                               self.client.get_metric_history(run.info.run_id, k)),
+                              key=lambda m: m[0]) for k in wanted}
 
         runs = self.trial_runs
         with ThreadPoolExecutor(max_workers=8) as pool:
             logged = list(pool.map(histories, runs))
+        return {run.info.run_id: history for run, history in zip(runs, logged, strict=True)}
+
+    def history(self, run_id: str, metric: str | None = None) -> list[float]:
+        """Per-epoch values of ``metric`` (default: the objective) of one trial run, in epoch
+        order; only the objective and ``epoch_seconds`` are read."""
+        return [v for _, v in self.epochs(run_id, metric)]
+
+    def epochs(self, run_id: str, metric: str | None = None) -> list[tuple[int, float]]:
+        """``[(epoch, value), ...]`` of ``metric`` (default: the objective) of one trial run."""
+        return list(self._histories.get(run_id, {}).get(metric or self.objective[0] or "", []))
+
+    def _configs(self) -> dict[str, dict[str, Any]]:
+        """run id → the configuration with its types, where the search ran here (the tracker
+        records it in ``state.json``); MLflow holds parameters as text only."""
+        if self.state is None:
+            return {}
+        return {r["run_id"]: dict(r["config"]) for r in self.state.trials.values()
+                if r.get("run_id") and isinstance(r.get("config"), dict)}
+
+    @cached_property
+    def trials(self) -> Any:
+        """One row per trial run, in start order: ``trial_id``, ``run_id``, ``status``,
+        ``best`` (best value of the objective over its epochs), ``epochs`` (epochs with a
+        finite objective), ``compute_seconds``, ``is_seed``, ``failed``, ``failure_reason``,
+        then its parameters as ``config/<name>`` (with their types where the search ran
+        here, else as the text MLflow holds)."""
+        import pandas as pd
+
+        metric, mode = self.objective
         seed = self.seed_run()
+        typed = self._configs()
         rows = []
-        for run, history in zip(runs, logged, strict=True):
-            values = history.get(metric, []) if metric else []
+        for run in self.trial_runs:
+            run_id = run.info.run_id
+            values = self.history(run_id) if metric else []
+            config = typed.get(run_id, run.data.params)
             rows.append({
-                "trial_id": run.data.tags.get("trial_id"), "run_id": run.info.run_id,
+                "trial_id": run.data.tags.get("trial_id"), "run_id": run_id,
                 "status": run.info.status, "best": best_value(values, mode),
                 "epochs": sum(1 for v in values if math.isfinite(v)),
-                "compute_seconds": sum(v for v in history.get("epoch_seconds", [])
+                "compute_seconds": sum(v for v in self.history(run_id, "epoch_seconds")
                                        if math.isfinite(v)),
-                "is_seed": seed is not None and run.info.run_id == seed.info.run_id,
+                "is_seed": seed is not None and run_id == seed.info.run_id,
+                "failed": run.info.status == "FAILED",
                 "failure_reason": run.data.tags.get("failure_reason"),
-                **{f"config/{k}": v for k, v in run.data.params.items()},
+                **{f"config/{k}": v for k, v in config.items()},
             })
         columns = ["trial_id", "run_id", "status", "best", "epochs", "compute_seconds",
-                   "is_seed", "failure_reason"]
+                   "is_seed", "failed", "failure_reason"]
         return pd.DataFrame.from_records(rows, columns=None if rows else columns)
+
+    def ranked(self) -> Any:
+        """:attr:`trials`, best first (equal values: first started first; trials without a
+        value last)."""
+        trials = self.trials
+        if not len(trials):
+            return trials
+        return trials.sort_values("best", ascending=self.objective[1] != "max",
+                                  na_position="last", kind="stable")
 
     def seed_run(self) -> Any | None:
         """The trial run of the seed configuration (see the module doc); None for an older
@@ -279,12 +317,8 @@ class SearchRecord:
 
     def best(self) -> Any | None:
         """The row of the best trial (first started among equals), None before any value."""
-        trials = self.trials
-        scored = trials[trials["best"].notna()] if len(trials) else trials
-        if not len(scored):
-            return None
-        sign = 1.0 if self.objective[1] == "max" else -1.0
-        return scored.loc[(sign * scored["best"]).idxmax()]
+        ranked = self.ranked()
+        return ranked.iloc[0] if len(ranked) and ranked["best"].notna().iloc[0] else None
 
     def seed(self) -> Any | None:
         """The row of the seed trial, None where there is none."""
