@@ -19,14 +19,14 @@ FULL = [
     ["overhead.py", "--trials", "200", "--trial-seconds", "5"],
     ["step_parity.py", "--samples", "4000", "--epochs", "2", "--repeats", "6"],
     ["data_path.py", "--samples", "40000", "--repeats", "5"],
-    ["search_efficiency.py", "--trials-json", str(HERE / "search_efficiency_trials.json")],
+    ["search_efficiency.py", "--trials-json", str(HERE / "search_efficiency_trials.json"),
+     "--curves-json", str(HERE / "search_efficiency_curves.json")],
 ]
 QUICK = [
     ["overhead.py", "--trials", "40", "--trial-seconds", "1"],
     ["step_parity.py", "--samples", "1500", "--epochs", "1", "--repeats", "4"],
     ["data_path.py", "--samples", "10000", "--repeats", "5"],
-    ["search_efficiency.py", "--samples", "1000", "--max-epochs", "3", "--tpe-trials", "12",
-     "--plot", str(HERE / "search_efficiency_quick.png")],
+    ["search_efficiency.py", "--quick"],
 ]
 
 

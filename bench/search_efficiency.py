@@ -1,27 +1,41 @@
-"""Search efficiency on the default ``resnet1d`` synthetic set: best validation top-1 reached
-against trial-epochs spent, for
+"""Search efficiency on the default ``resnet1d`` synthetic set, repeated over seeds: best
+validation top-1 reached against trial-epochs spent, for
 
 - **grid**: the seed's hand method, a grid of the seed configuration's neighbours
   (``bench/plugins/grid_space.py``), every trial run to full epochs;
 - **random**: random search, every trial to full epochs, the grid's budget;
-- **TPE+ASHA**: the platform's default, early-stopped trials told to Optuna as PRUNED;
-- **TPE+ASHA, pruned told as complete**: the same, telling early-stopped trials as COMPLETE
-  with their last value, as Ray's ``OptunaSearch`` does (``--pruned-trials complete``).
+- **TPE+ASHA**: the platform's searcher without prior knowledge (``--prior none``);
+- **TPE+ASHA, seed prior**: the platform's default (``--prior seed``);
+- **TPE+ASHA, bad prior**: a prior centred on a deliberately poor configuration
+  (``bench/plugins/bad_prior.yaml``: the smallest network, the lowest learning rate, the largest
+  batch, the most dropout and background);
+- **TPE+ASHA, warm start**: ``--prior none --warm-start`` from the TPE+ASHA search of the next
+  repetition (another seed: other data, other initialisations), so no extra search is run;
+- **TPE+Hyperband, seed prior**: ``--scheduler hyperband`` with the default prior.
 
-Each method is one ``launch.py`` run; the curve is read back from MLflow (every epoch of every
-trial, in the order they were logged). Reported: the compute TPE+ASHA needed to match the
-grid's best, as a fraction of the grid's trial-epochs (target ≤ 25 %). A picture of the
-curves is written beside the table.
+Each repetition ``r`` uses ``--seed r`` for every method (the synthetic set, the searcher and
+the trials' initialisation all follow it), so methods are compared on the same data within a
+repetition. Every search is one ``launch.py`` run; its anytime curve (best so far after every
+logged epoch, in log order) is read back from MLflow.
 
-    python bench/search_efficiency.py                       # default set, 9 epochs
-    python bench/search_efficiency.py --samples 1500 --max-epochs 3 --tpe-trials 12   # quick
+Reported, over repetitions (median and interquartile range): trial-epochs to reach the grid's
+best of the same repetition, as a fraction of the grid's trial-epochs (target ≤ 0.25 with the
+seed prior); the best value after 25 %, 50 % and 100 % of the grid's trial-epochs; and the
+paired difference of the best at the grid's budget against the grid's best, in standard
+errors (target > 2). A picture of the median anytime curves with interquartile bands is
+written beside the table.
+
+    python bench/search_efficiency.py              # full: 5 repetitions, about 3 h on 2 cores
+    python bench/search_efficiency.py --quick      # small set, 2 repetitions, < 10 min
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,130 +43,266 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
 GRID_TRIALS = 9  # the seed and its 8 neighbours
+FRACTIONS = (0.25, 0.5, 1.0)
+TPE = "TPE+ASHA"
+SEED_PRIOR = "TPE+ASHA, seed prior"
+WARM = "TPE+ASHA, warm start"
 
 
-def run_method(tmp: Path, name: str, flags: list[str], args: argparse.Namespace) -> Path:
-    """One search through the CLI; returns its MLflow database."""
-    db = tmp / f"{name}.db"
+def methods(args: argparse.Namespace) -> dict[str, list[str]]:
+    """Each method's flags (the warm start's source is filled in per repetition)."""
+    tpe = ["--space", "resnet1d", "--trials", str(args.tpe_trials)]
+    return {
+        "grid": ["--space", "resnet1d_grid", "--trials", str(GRID_TRIALS), "--searcher",
+                 "random", "--scheduler", "fifo", "--prior", "none"],
+        "random": ["--space", "resnet1d", "--trials", str(GRID_TRIALS), "--searcher", "random",
+                   "--scheduler", "fifo", "--prior", "none"],
+        TPE: [*tpe, "--prior", "none"],
+        SEED_PRIOR: [*tpe, "--prior", "seed"],
+        "TPE+ASHA, bad prior": [*tpe, "--prior", str(HERE / "plugins" / "bad_prior.yaml")],
+        WARM: [*tpe, "--prior", "none", "--warm-start", "{earlier}"],
+        "TPE+Hyperband, seed prior": [*tpe, "--prior", "seed", "--scheduler", "hyperband"],
+    }
+
+
+def run_method(tmp: Path, db: Path, experiment: str, flags: list[str], seed: int,
+               args: argparse.Namespace) -> float:
+    """One search through the CLI (every method of a run shares one MLflow store, so a warm
+    start finds the earlier search); returns its wall seconds."""
     env = dict(os.environ, SCITUNE_PLUGINS="grid_space",
-               PYTHONPATH=os.pathsep.join([str(REPO / "bench" / "plugins"), str(REPO)]))
+               PYTHONPATH=os.pathsep.join([str(HERE / "plugins"), str(REPO)]))
     cmd = [sys.executable, str(REPO / "launch.py"), *flags, "--max-epochs", str(args.max_epochs),
-           "--seed", str(args.seed), "--experiment", name, "--storage", str(tmp / "ray"),
-           "--mlflow-uri", f"sqlite:///{db}"]
-    if args.samples:
-        cmd += ["--samples", str(args.samples)]
+           "--seed", str(seed), "--experiment", experiment, "--storage", str(tmp / "ray"),
+           "--mlflow-uri", f"sqlite:///{db}", "--samples", str(args.samples)]
     start = time.perf_counter()
     done = subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"{name} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    print(f"  {name}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
-    return db
+        raise SystemExit(f"{experiment} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    seconds = time.perf_counter() - start
+    print(f"  {experiment}: {seconds:.0f} s", file=sys.stderr, flush=True)
+    return seconds
 
 
-def curve(db: Path, experiment: str, metric: str = "val_top1") -> list[tuple[int, float]]:
-    """(trial-epochs spent, best ``metric`` so far) after every logged epoch, in log order."""
+def read_search(db: Path, experiment: str, metric: str = "val_top1"
+                ) -> tuple[list[tuple[int, float]], list[dict]]:
+    """The anytime curve ``[(trial-epochs spent, best so far), ...]`` (every logged epoch of
+    every trial, in log order) and every trial's parameters and per-epoch values."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{db}")
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], filter_string="tags.trial_id != ''",
                               max_results=10000)
-    points = []
-    for run in runs:
-        points += [(m.timestamp, m.step, m.value)
-                   for m in client.get_metric_history(run.info.run_id, metric)]
-    points.sort()
-    best, out = float("-inf"), []
-    for spent, (_, _, value) in enumerate(points, 1):
-        best = max(best, value)
-        out.append((spent, best))
-    return out
-
-
-def trial_curves(db: Path, experiment: str, metric: str = "val_top1") -> list[dict]:
-    """Every trial's parameters and per-epoch ``metric``, in the order the trials started."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{db}")
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id], filter_string="tags.trial_id != ''",
-                              max_results=10000)
-    trials = []
+    points, trials = [], []
     for run in sorted(runs, key=lambda r: r.info.start_time):
-        history = sorted(client.get_metric_history(run.info.run_id, metric), key=lambda m: m.step)
+        history = sorted(client.get_metric_history(run.info.run_id, metric),
+                         key=lambda m: m.step)
+        points += [(m.timestamp, m.step, m.value) for m in history]
         trials.append({"trial_id": run.data.tags.get("trial_id"), "params": run.data.params,
                        "seed": run.data.tags.get("scitune.seed") == "true",
                        "values": [m.value for m in history]})
-    return trials
+    points.sort()
+    best, curve = float("-inf"), []
+    for spent, (_, _, value) in enumerate(points, 1):
+        if math.isfinite(value):
+            best = max(best, value)
+        curve.append((spent, best))
+    return curve, trials
 
 
-def spent_to_reach(points: list[tuple[int, float]], target: float) -> int | None:
-    return next((spent for spent, best in points if best >= target - 1e-12), None)
+def best_at(curve: list[tuple[int, float]], budget: float) -> float | None:
+    """Best so far after at most ``budget`` trial-epochs (a search that ended earlier keeps its
+    final best: more budget could only have raised it); None before its first epoch."""
+    within = [best for spent, best in curve if spent <= budget + 1e-9]
+    return within[-1] if within and math.isfinite(within[-1]) else None
 
 
-def plot(curves: dict[str, list[tuple[int, float]]], path: Path) -> None:
+def spent_to_reach(curve: list[tuple[int, float]], target: float) -> int | None:
+    return next((spent for spent, best in curve if best >= target - 1e-12), None)
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    """(25th percentile, median, 75th percentile), linear between order statistics; inf
+    stands for "not reached" and wins any interpolation it takes part in."""
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        x = q * (len(ordered) - 1)
+        lo, hi = ordered[math.floor(x)], ordered[math.ceil(x)]
+        if math.isinf(lo) or math.isinf(hi):
+            return hi if math.isinf(hi) else lo
+        return lo + (hi - lo) * (x - math.floor(x))
+
+    return at(0.25), at(0.5), at(0.75)
+
+
+def fmt_quartiles(values: list[float], digits: int = 2) -> str:
+    q1, med, q3 = quartiles(values)
+
+    def f(x: float) -> str:
+        return "never" if math.isinf(x) else f"{x:.{digits}f}"
+
+    return f"{f(med)} [{f(q1)}, {f(q3)}]"
+
+
+def paired_se(diffs: list[float]) -> float | None:
+    """Mean of paired differences in standard errors (None for fewer than 2 pairs)."""
+    if len(diffs) < 2:
+        return None
+    sd = statistics.stdev(diffs)
+    mean = statistics.mean(diffs)
+    if sd < 1e-9:  # identical differences (up to rounding)
+        return math.copysign(math.inf, mean) if mean else 0.0
+    return mean / (sd / math.sqrt(len(diffs)))
+
+
+def table(curves: dict[str, list[list[tuple[int, float]]]]) -> list[str]:
+    """The Markdown table of the report (see the module doc)."""
+    grids = curves["grid"]
+    budgets = [g[-1][0] for g in grids]
+    targets = [g[-1][1] for g in grids]
+    lines = ["| method | ÷ grid's trial-epochs to reach the grid's best: median [IQR] "
+             "(reached) | " + " | ".join(f"best at {int(f * 100)} %" for f in FRACTIONS)
+             + " | best at 100 % − grid's best, in SE |",
+             "| --- | ---: |" + " ---: |" * len(FRACTIONS) + " ---: |"]
+    for name, runs in curves.items():
+        ratios, reached = [], 0
+        for curve, budget, target in zip(runs, budgets, targets, strict=True):
+            spent = spent_to_reach(curve, target)
+            reached += spent is not None
+            ratios.append(math.inf if spent is None else spent / budget)
+        cells = []
+        for fraction in FRACTIONS:
+            values = [best_at(c, fraction * b) for c, b in zip(runs, budgets, strict=True)]
+            known = [v for v in values if v is not None]
+            cells.append(fmt_quartiles(known, 3) if known else "-")
+        finals = [best_at(c, b) for c, b in zip(runs, budgets, strict=True)]
+        diffs = [f - t for f, t in zip(finals, targets, strict=True) if f is not None]
+        se = paired_se(diffs) if name != "grid" else None
+        lines.append(f"| {name} | {fmt_quartiles(ratios)} ({reached}/{len(runs)}) | "
+                     + " | ".join(cells) + f" | {'-' if se is None else f'{se:+.1f}'} |")
+    return lines
+
+
+def plot(curves: dict[str, list[list[tuple[int, float]]]], path: Path, title: str) -> None:
+    """Median anytime curve of each method over repetitions, with the interquartile band."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for name, points in curves.items():
-        ax.step([p[0] for p in points], [p[1] for p in points], where="post", label=name)
-    ax.set_xlabel("trial-epochs spent")
+    budget = statistics.median(g[-1][0] for g in curves["grid"])
+    horizon = int(max(c[-1][0] for runs in curves.values() for c in runs))
+    xs = np.arange(1, horizon + 1)
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for name, runs in curves.items():
+        grid = np.full((len(runs), len(xs)), np.nan)
+        for i, curve in enumerate(runs):
+            spent = np.array([p[0] for p in curve])
+            best = np.array([p[1] for p in curve])
+            idx = np.searchsorted(spent, xs, side="right") - 1
+            row = np.where(idx >= 0, best[np.clip(idx, 0, None)], np.nan)
+            row[xs > spent[-1]] = np.nan  # the search had ended
+            row[~np.isfinite(row)] = np.nan
+            grid[i] = row
+        alive = np.sum(~np.isnan(grid), axis=0) * 2 > len(runs)  # most repetitions still run
+        with np.errstate(all="ignore"):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                med = np.nanmedian(grid, axis=0)
+                q1, q3 = np.nanpercentile(grid, 25, axis=0), np.nanpercentile(grid, 75, axis=0)
+        style = {"lw": 2.2} if name in ("grid", SEED_PRIOR) else {"lw": 1.4}
+        (line,) = ax.step(xs[alive], med[alive], where="post", label=name, **style)
+        ax.fill_between(xs[alive], q1[alive], q3[alive], step="post", alpha=0.15,
+                        color=line.get_color())
+    for fraction in FRACTIONS:
+        ax.axvline(fraction * budget, color="0.6", lw=0.8, ls=":")
+    ax.set_xlabel("trial-epochs spent (dotted: 25 / 50 / 100 % of the grid's)")
     ax.set_ylabel("best validation top-1 so far")
-    ax.set_title("search efficiency, resnet1d synthetic XRD")
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--samples", type=int, default=None, help="synthetic set size (default set)")
-    p.add_argument("--max-epochs", type=int, default=9)
-    p.add_argument("--tpe-trials", type=int, default=40, help="trials of the TPE+ASHA runs")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--plot", default=str(REPO / "bench" / "search_efficiency.png"))
+    p.add_argument("--quick", action="store_true",
+                   help="600 patterns, 2 epochs, 6 TPE trials, 2 repetitions (< 10 min)")
+    p.add_argument("--samples", type=int, default=4000, help="synthetic set size (4000)")
+    p.add_argument("--max-epochs", type=int, default=6, help="epochs of a full trial (6)")
+    p.add_argument("--tpe-trials", type=int, default=16,
+                   help="trials of each TPE search: under ASHA about 0.85 of the grid's "
+                        "trial-epochs, so every comparison at the grid's budget is fair to "
+                        "the grid (16)")
+    p.add_argument("--repetitions", type=int, default=5, help="seeds 0..N-1 (5)")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated subset of the methods (default: all)")
+    p.add_argument("--plot", default=None, help="picture (bench/search_efficiency[_quick].png)")
+    p.add_argument("--curves-json", default=None,
+                   help="also write every repetition's curves and trials to this JSON file")
     p.add_argument("--trials-json", default=None,
-                   help="also write every trial's parameters and learning curve to this JSON file")
+                   help="the first repetition's trials per method, for bench/search_floor.py")
     args = p.parse_args()
-    methods = {
-        "grid": ["--space", "resnet1d_grid", "--trials", str(GRID_TRIALS), "--searcher", "random",
-                 "--scheduler", "fifo"],
-        "random": ["--space", "resnet1d", "--trials", str(GRID_TRIALS), "--searcher", "random",
-                   "--scheduler", "fifo"],
-        "TPE+ASHA": ["--space", "resnet1d", "--trials", str(args.tpe_trials)],
-        "TPE+ASHA, pruned told as complete": ["--space", "resnet1d", "--trials",
-                                              str(args.tpe_trials), "--pruned-trials", "complete"],
-    }
-    curves, trials = {}, {}
+    if args.quick:
+        args.samples, args.max_epochs, args.tpe_trials, args.repetitions = 600, 2, 6, 2
+    plot_path = Path(args.plot or HERE / f"search_efficiency{'_quick' if args.quick else ''}.png")
+    chosen = methods(args)
+    if args.methods:
+        wanted = [m.strip() for m in args.methods.split(",")]
+        unknown = [m for m in wanted if m not in chosen]
+        if unknown:
+            raise SystemExit(f"unknown method(s) {unknown}; choose from {list(chosen)}")
+        chosen = {k: v for k, v in chosen.items() if k in wanted or k == "grid"}
+        if WARM in chosen and TPE not in chosen:
+            chosen[TPE] = methods(args)[TPE]
+    reps = list(range(args.repetitions))
+    curves: dict[str, list] = {name: [] for name in chosen}
+    trials: dict[str, list] = {name: [] for name in chosen}
+    seconds: dict[str, float] = {name: 0.0 for name in chosen}
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (name, flags) in enumerate(methods.items()):
-            experiment = f"m{i}"
-            db = run_method(Path(tmp), experiment, flags, args)
-            curves[name] = curve(db, experiment)
-            trials[name] = trial_curves(db, experiment)
-    if args.trials_json:
-        Path(args.trials_json).write_text(json.dumps(trials, indent=1))
-    grid_best = curves["grid"][-1][1]
-    grid_spent = curves["grid"][-1][0]
-    print(f"search efficiency: resnet1d, {args.samples or 'default'} samples, up to "
-          f"{args.max_epochs} epochs per trial; grid = seed + 8 neighbours (lr ×½/×1/×2, "
-          "batch 32/64/128)")
-    print("| method | trial-epochs spent | best val top-1 | trial-epochs to reach the grid's best |"
-          " ÷ grid's trial-epochs (target ≤ 0.25 for TPE+ASHA) |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for name, points in curves.items():
-        reach = spent_to_reach(points, grid_best)
-        ratio = "-" if reach is None else f"{reach / grid_spent:.2f}"
-        print(f"| {name} | {points[-1][0]} | {points[-1][1]:.3f} | "
-              f"{'not reached' if reach is None else reach} | {ratio} |")
-    plot(curves, Path(args.plot))
-    shown = Path(args.plot)
+        db = Path(tmp) / "bench.db"
+        for m, (name, flags) in enumerate(chosen.items()):
+            for r in reps:
+                earlier = f"m{list(chosen).index(TPE)}r{(r + 1) % len(reps)}" \
+                    if TPE in chosen else ""
+                if name == WARM and len(reps) < 2:
+                    raise SystemExit("the warm start needs --repetitions 2 or more")
+                filled = [f.format(earlier=earlier) for f in flags]
+                experiment = f"m{m}r{r}"
+                seconds[name] += run_method(Path(tmp), db, experiment, filled, r, args)
+                curve, tried = read_search(db, experiment)
+                curves[name].append(curve)
+                trials[name].append(tried)
+    print(f"search efficiency: resnet1d, {args.samples} patterns, up to {args.max_epochs} epochs "
+          f"per trial, {len(reps)} repetitions (seeds {reps[0]}..{reps[-1]}); grid = seed + 8 "
+          f"neighbours (lr ×½/×1/×2, batch 32/64/128); TPE searches: {args.tpe_trials} trials")
+    grid_best = [c[-1][1] for c in curves["grid"]]
+    print(f"grid's best per repetition: {', '.join(f'{v:.3f}' for v in grid_best)}; "
+          f"grid's trial-epochs: {', '.join(str(c[-1][0]) for c in curves['grid'])}")
+    print("\n".join(table(curves)))
+    spent = {name: [c[-1][0] for c in runs] for name, runs in curves.items()}
+    print("trial-epochs each search spent in all (median): "
+          + ", ".join(f"{k} {statistics.median(v):.0f}" for k, v in spent.items()))
+    print(f"wall time: {time.perf_counter() - started:.0f} s ("
+          + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()) + ")")
+    plot(curves, plot_path, f"resnet1d synthetic XRD ({args.samples} patterns): median and IQR "
+         f"over {len(reps)} seeds")
+    shown = plot_path
     print(f"curves: {shown.relative_to(REPO) if shown.is_relative_to(REPO) else shown}")
+    if args.curves_json:
+        Path(args.curves_json).write_text(json.dumps({"curves": curves, "trials": trials},
+                                                     indent=1))
+    if args.trials_json:
+        Path(args.trials_json).write_text(json.dumps(
+            {name: runs[0] for name, runs in trials.items()}, indent=1))
 
 
 if __name__ == "__main__":

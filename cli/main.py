@@ -84,12 +84,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the best configuration (for 'launch.py train --config'): after "
                         "this search, or at once from the finished --experiment NAME")
     p.add_argument("--searcher", choices=SEARCHERS, default="tpe", help="Optuna sampler (tpe)")
+    p.add_argument("--prior", default="seed", metavar="{seed,none,FILE.yaml}",
+                   help="what the first proposals are drawn around: the seed configuration "
+                        "(seed), nothing (none), or a configuration file (an --export-best "
+                        "file or 'config: {name: value}'); its share of proposals decays as "
+                        "trials finish (seed)")
+    p.add_argument("--warm-start", default=None, metavar="EXPERIMENT[,EXPERIMENT...]",
+                   help="give the searcher the finished trials of earlier searches of this "
+                        "space (MLflow experiments in --mlflow-uri) before its first proposal; "
+                        "trials that no longer fit the space are skipped and counted")
     p.add_argument("--pruned-trials", choices=PRUNED_TRIALS, default="pruned",
                    help="how trials the scheduler stopped early are told to Optuna: PRUNED with "
                         "their per-epoch values (Optuna's semantics), or COMPLETE with their "
                         "last value as Ray's OptunaSearch does (pruned)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default="asha",
-                   help="early-stopping scheduler (asha)")
+                   help="early-stopping scheduler: asha (one bracket: every trial may be "
+                        "stopped at --grace-epochs), hyperband (several ASHA brackets, later "
+                        "first stops for some trials; Optuna's TPE is fitted per bracket), "
+                        "median, fifo (no stopping) (asha)")
     p.add_argument("--data", default=None,
                    help="HDF5 file (or the seed's own format, or 'digits' for the larcv "
                         "spaces); default: synthetic data")

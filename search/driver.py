@@ -26,6 +26,7 @@ from datasets import get_dataset
 from search.settings import SearchResult, SearchSettings
 from search.stages import prepare_data
 from search_spaces import Space, get_space
+from tracking.record import same_config
 from tracking.state import ExperimentState, state_path
 from tracking.store import RUN_KIND_TAG, STORAGE_TAG, git_commit, open_mlflow_experiment, resolve_mlflow_uri
 from tracking.tracker import MlflowTracker
@@ -34,9 +35,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Settings stored with an experiment and taken from there on ``--resume``.
 STORED_SETTINGS = ("space", "trials", "max_epochs", "grace_epochs", "searcher", "scheduler",
                    "seed", "data", "data_option", "samples", "workers_per_trial", "precision",
-                   "pruned_trials", "space_file")
+                   "pruned_trials", "space_file", "prior", "warm_start")
 
 
+#: ASHA's and Hyperband's reduction factor (analysis.report draws the rungs with it)
+REDUCTION_FACTOR = 3
 #: CPU share of the Tune trial that drives a multi-worker (Ray Train) trial.
 DRIVER_CPU = 0.01
 #: Shipped to every node of a cluster joined with --address (the code trials import).
@@ -70,13 +73,19 @@ def make_sampler(name: str, seed: int):
     raise BadInput(f"--searcher {name}: unknown")
 
 
-def make_scheduler(name: str, max_epochs: int, grace_epochs: int):
-    """The Tune trial scheduler behind ``--scheduler`` (time unit: epochs)."""
+def make_scheduler(name: str, max_epochs: int, grace_epochs: int, searcher: Any = None):
+    """The Tune trial scheduler behind ``--scheduler`` (time unit: epochs); ``hyperband``
+    places each trial in the bracket its ``searcher`` chose (see :mod:`search.searcher`)."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 
     if name == "asha":
         return ASHAScheduler(time_attr="training_iteration", max_t=max_epochs,
-                             grace_period=grace_epochs, reduction_factor=3)
+                             grace_period=grace_epochs, reduction_factor=REDUCTION_FACTOR)
+    if name == "hyperband":
+        from search.searcher import BracketedHyperBand
+
+        return BracketedHyperBand(searcher, time_attr="training_iteration", max_t=max_epochs,
+                                  grace_period=grace_epochs, reduction_factor=REDUCTION_FACTOR)
     if name == "median":
         return MedianStoppingRule(time_attr="training_iteration", grace_period=grace_epochs,
                                   min_samples_required=3)
@@ -199,7 +208,8 @@ def settings_of(args: SearchSettings, data_path: str, samples: int) -> dict[str,
             "data_path": data_path, "workers_per_trial": args.workers_per_trial,
             "precision": args.precision, "pruned_trials": args.pruned_trials,
             "data_option": args.data_option, "samples": samples,
-            "space_file": args.space_file}
+            "space_file": args.space_file, "prior": args.prior,
+            "warm_start": args.warm_start}
 
 
 def _stopped_during_setup(exp_dir: str, storage: str, name: str, remote: bool) -> bool:
@@ -283,10 +293,21 @@ def run_search(settings: SearchSettings) -> SearchResult:
             from search.space_file import read
 
             args.space_file = read(args.space_file, space.name)
+        if args.prior not in ("seed", "none"):  # its form now, its names with the data's shape
+            from search.prior import parse_prior_file
+
+            parse_prior_file(args.prior, space.name)
+            args.prior = str(Path(args.prior).resolve())
+        if args.warm_start:
+            from search.warm_start import check_sources
+
+            check_sources(args.warm_start, space.name, tracking_uri)
         # A user's file is validated before Ray starts; the synthetic default is generated
         # only once the resource request is known to fit (bad input creates no file).
         data_path = prepare_data(space, args.data, samples, args.seed, args.data_option,
                                  tracking_uri) if args.data is not None else None
+
+    knowledge: dict[str, Any] = {}  # the prior's centre and the warm-start trials
 
     def prepare() -> tuple[Any, ExperimentState, str]:
         """Data, experiment folder and MLflow runs (overlaps Ray's start in local mode)."""
@@ -299,6 +320,12 @@ def run_search(settings: SearchSettings) -> SearchResult:
             from search.space_file import narrowed_space
 
             space = narrowed_space(space, info, args.space_file)
+        from search.prior import prior_centre
+        from search.warm_start import collect
+
+        knowledge["prior"] = prior_centre(args.prior, space, info)
+        if args.warm_start:
+            knowledge["warm"] = collect(args.warm_start, space, info, tracking_uri)
         if state is None:
             if not remote:
                 Path(exp_dir).mkdir(parents=True, exist_ok=False)
@@ -326,7 +353,8 @@ def run_search(settings: SearchSettings) -> SearchResult:
                 prepared = pool.submit(prepare)
                 dashboard = init_ray(args)
                 info, state, data_path = prepared.result()
-        return _search(args, space, info, state, exp_dir, data_path, concurrency, dashboard)
+        return _search(args, space, info, state, exp_dir, data_path, concurrency, dashboard,
+                       knowledge)
     finally:
         ray.shutdown()
 
@@ -372,8 +400,8 @@ def run_tags(args: SearchSettings, space: Space) -> dict[str, str]:
 
 
 def _search(args: SearchSettings, space: Space, info: Any, state: ExperimentState,
-            exp_dir: str, data_path: str, concurrency: int, dashboard: str | None
-            ) -> SearchResult:
+            exp_dir: str, data_path: str, concurrency: int, dashboard: str | None,
+            knowledge: dict[str, Any]) -> SearchResult:
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
@@ -426,16 +454,31 @@ def _search(args: SearchSettings, space: Space, info: Any, state: ExperimentStat
                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); {hint}"
                            ) from None
     else:
+        sampler = make_sampler(args.searcher, args.seed)
+        centre = knowledge.get("prior")
+        points = [dict(space.seed_config)]
+        if centre is not None:
+            from search.prior import PriorSampler
+
+            sampler = PriorSampler(sampler, centre, seed=args.seed)
+            if not same_config(centre, space.seed_config):
+                points.append(centre)  # a file's configuration is evaluated as it is, too
         searcher = PlatformOptunaSearch(
             space=partial(space.suggest, info=info),
             metric=space.metric,
             mode=space.mode,
-            points_to_evaluate=[dict(space.seed_config)],
-            sampler=make_sampler(args.searcher, args.seed),
+            points_to_evaluate=points,
+            sampler=sampler,
             max_epochs=args.max_epochs,
             tell_pruned=args.pruned_trials == "pruned",
             mirror=StudyMirror(journal, args.experiment, space.mode, fresh=True),
+            hyperband=(args.grace_epochs, args.max_epochs, REDUCTION_FACTOR)
+            if args.scheduler == "hyperband" else None,
         )
+        warm = knowledge.get("warm")
+        if warm is not None:
+            searcher.add_evidence(warm.trials)
+            print(warm.describe(args.warm_start))
         tracker = MlflowTracker(state.data["tracking_uri"], str(state.path), args.max_epochs,
                                 run_tags(args, space), space.metric,
                                 seed_config=dict(space.seed_config))
@@ -443,7 +486,8 @@ def _search(args: SearchSettings, space: Space, info: Any, state: ExperimentStat
             trainable,
             tune_config=tune.TuneConfig(
                 search_alg=searcher,
-                scheduler=make_scheduler(args.scheduler, args.max_epochs, args.grace_epochs),
+                scheduler=make_scheduler(args.scheduler, args.max_epochs, args.grace_epochs,
+                                         searcher),
                 metric=space.metric,
                 mode=space.mode,
                 num_samples=args.trials,

@@ -9,12 +9,21 @@
   with 9-epoch values as if both were final.
 - With a :class:`~tracking.optuna_store.StudyMirror`, every trial is also written live into a
   persistent study (parameters, per-epoch values, final state) for Optuna's own tools.
+- ``--warm-start``: earlier trials are added to the study before the first proposal
+  (:meth:`PlatformOptunaSearch.add_evidence`).
+- ``--scheduler hyperband``: the study gets Optuna's own :class:`~optuna.pruners.HyperbandPruner`
+  (same grace, maximum and reduction factor) as its pruner. Ray never asks it to prune; it is
+  there because Optuna's samplers then fit each trial's proposal on the trials of the same
+  bracket only (Optuna's TPE + Hyperband, BOHB's idea: trials stopped at the same rungs are
+  compared with each other), and it assigns each trial its bracket. :class:`BracketedHyperBand`
+  (Ray's asynchronous Hyperband) runs every trial in the bracket the study assigned.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ray.tune.schedulers import AsyncHyperBandScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from tracking.optuna_store import StudyMirror
@@ -25,11 +34,40 @@ class PlatformOptunaSearch(OptunaSearch):
     """``OptunaSearch`` that tells failed trials as FAIL and early-stopped ones as PRUNED."""
 
     def __init__(self, *args: Any, max_epochs: int | None = None, tell_pruned: bool = True,
-                 mirror: StudyMirror | None = None, **kwargs: Any):
+                 mirror: StudyMirror | None = None,
+                 hyperband: tuple[int, int, int] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._max_epochs = max_epochs
         self._tell_pruned = tell_pruned
         self._mirror = mirror
+        if hyperband is not None:
+            from optuna.pruners import HyperbandPruner
+
+            grace, max_t, factor = hyperband
+            pruner = HyperbandPruner(min_resource=grace, max_resource=max_t,
+                                     reduction_factor=factor)
+            pruner._try_initialization(self._ot_study)  # brackets now, not at a first prune
+            self._ot_study.pruner = pruner
+
+    @property
+    def n_brackets(self) -> int:
+        """Hyperband brackets of the study (1 without ``hyperband``)."""
+        return getattr(self._ot_study.pruner, "_n_brackets", None) or 1
+
+    def bracket_of(self, trial_id: str) -> int | None:
+        """The Hyperband bracket the study assigned to Ray trial ``trial_id`` (None without
+        ``hyperband``, or for a trial this searcher did not propose)."""
+        from optuna.pruners import HyperbandPruner
+
+        pruner, trial = self._ot_study.pruner, self._ot_trials.get(trial_id)
+        if not isinstance(pruner, HyperbandPruner) or trial is None:
+            return None
+        return pruner._get_bracket_id(self._ot_study, trial)
+
+    def add_evidence(self, trials: list[Any]) -> None:
+        """Give the study finished trials of earlier searches (``--warm-start``)."""
+        if trials:
+            self._ot_study.add_trials(trials)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         config = super().suggest(trial_id)
@@ -85,3 +123,18 @@ class PlatformOptunaSearch(OptunaSearch):
         mirror = getattr(self, "_mirror", None)
         if mirror is not None:
             mirror.forget_others(set(self._ot_trials))
+
+
+class BracketedHyperBand(AsyncHyperBandScheduler):
+    """Ray's asynchronous Hyperband, each trial in the bracket the searcher's study assigned
+    it (a random bracket, as Ray's own, for a trial the searcher does not know)."""
+
+    def __init__(self, searcher: PlatformOptunaSearch, **kwargs: Any):
+        super().__init__(brackets=searcher.n_brackets, **kwargs)
+        self._searcher = searcher
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        super().on_trial_add(tune_controller, trial)
+        bracket = self._searcher.bracket_of(trial.trial_id)
+        if bracket is not None and bracket < len(self._brackets):
+            self._trial_info[trial.trial_id] = self._brackets[bracket]

@@ -14,7 +14,7 @@ from common.errors import BadInput
 from common.paths import is_uri
 
 SEARCHERS = ("tpe", "random", "qmc", "gp", "cmaes")
-SCHEDULERS = ("asha", "median", "fifo")
+SCHEDULERS = ("asha", "hyperband", "median", "fifo")
 PRECISIONS = ("fp32", "bf16", "fp16")
 PRUNED_TRIALS = ("pruned", "complete")
 
@@ -29,6 +29,8 @@ class SearchSettings:
     grace_epochs: int = 1
     space_file: Any = None  # path of a YAML file; on a running search, its parsed contents
     searcher: str = "tpe"
+    prior: str = "seed"  # seed, none, or FILE.yaml (see search.prior)
+    warm_start: Any = None  # "A,B" or a list of earlier experiments (see search.warm_start)
     pruned_trials: str = "pruned"
     scheduler: str = "asha"
     data: str | None = None
@@ -73,6 +75,14 @@ class SearchSettings:
             value = getattr(s, name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 raise BadInput(f"--{name.replace('_', '-')} must be a finite number >= 0")
+        from search.warm_start import parse_names
+
+        s.warm_start = parse_names(s.warm_start) or None
+        if not isinstance(s.prior, str) or not s.prior:
+            raise BadInput("--prior: give seed, none or FILE.yaml")
+        if s.prior not in ("seed", "none") and not Path(s.prior).is_file():
+            raise BadInput(f"--prior {s.prior}: no such file; give seed, none, or an "
+                           "--export-best FILE.yaml")
         if s.max_failures < 0:
             raise BadInput("--max-failures must be >= 0")
         if s.grace_epochs > s.max_epochs:

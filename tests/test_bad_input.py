@@ -39,6 +39,8 @@ def make_inputs(root: Path) -> dict[str, Path]:
         "mismatch": write_h5(root / "mismatch.h5", good_x, good_y[:-5]),
     }
     files["text"].write_text("patterns,labels\n1,2\n")
+    files["bad_prior"] = root / "prior.yaml"
+    files["bad_prior"].write_text("config: [lr\n")
     blob = files["good"].read_bytes()
     files["truncated"] = root / "truncated.h5"
     files["truncated"].write_bytes(blob[: len(blob) // 2])
@@ -73,6 +75,10 @@ ROWS = {
     "unwritable --storage": (["--storage", "{root}/a_file/ray"], "is a file, not a folder"),
     "unreachable --mlflow-uri": (["--mlflow-uri", "http://127.0.0.1:9"],
                                  "tracking server unreachable"),
+    "missing --prior file": (["--prior", "{root}/absent.yaml"], "no such file"),
+    "--prior not YAML": (["--prior", "{bad_prior}"], "not valid YAML"),
+    "--warm-start from an unknown experiment": (["--warm-start", "nope"],
+                                                "--warm-start nope: no such MLflow experiment"),
     "--resume of an unknown experiment": (["--resume", "--experiment", "nope"],
                                           "no experiment 'nope'"),
     "--resume with another --space": (["--resume", "--experiment", "old", "--space", "faulty"],
