@@ -23,7 +23,7 @@ DEHB and mf-prior-bench need ``numpy<2``, which the platform's stack (torch, Ray
 allow, so this benchmark runs in its own virtual environment, made on first use in
 ``bench/.peer-venv`` from the pinned versions below (needs the package registry once):
 
-    python bench/peer_optimiser.py                 # 10 seeds, budget 30 full evaluations
+    python bench/peer_optimiser.py                 # 30 seeds, budget 30 full evaluations
     python bench/peer_optimiser.py --quick         # 3 seeds, budget 10
 """
 
@@ -251,7 +251,7 @@ def inside(args: argparse.Namespace) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="3 seeds, budget 10")
-    p.add_argument("--seeds", type=int, default=10, help="repetitions (10)")
+    p.add_argument("--seeds", type=int, default=30, help="repetitions (30)")
     p.add_argument("--budget", type=float, default=30.0,
                    help="cost per run, in full-fidelity evaluations (30)")
     p.add_argument("--plot", default=None, help="picture (bench/peer_optimiser[_quick].png)")
