@@ -204,11 +204,11 @@ def plot(curves: dict[str, list[list[tuple[int, float]]]], path: Path, title: st
             spent = np.array([p[0] for p in curve])
             best = np.array([p[1] for p in curve])
             idx = np.searchsorted(spent, xs, side="right") - 1
-            row = np.where(idx >= 0, best[np.clip(idx, 0, None)], np.nan)
-            row[xs > spent[-1]] = np.nan  # the search had ended
-            row[~np.isfinite(row)] = np.nan
+            row = np.where(idx >= 0, best[np.clip(idx, 0, None)], np.nan)  # an ended search
+            row[~np.isfinite(row)] = np.nan  # keeps its final best, as in the table
             grid[i] = row
-        alive = np.sum(~np.isnan(grid), axis=0) * 2 > len(runs)  # most repetitions still run
+        ends = sorted(c[-1][0] for c in runs)
+        alive = xs <= ends[len(ends) // 2]  # drawn up to the median search's end
         with np.errstate(all="ignore"):
             import warnings
 
@@ -249,7 +249,17 @@ def main() -> None:
                    help="also write every repetition's curves and trials to this JSON file")
     p.add_argument("--trials-json", default=None,
                    help="the first repetition's trials per method, for bench/search_floor.py")
+    p.add_argument("--from-json", default=None, metavar="CURVES.json",
+                   help="no searches: print the table and draw the picture of a --curves-json "
+                        "file")
     args = p.parse_args()
+    if args.from_json:
+        curves = json.loads(Path(args.from_json).read_text())["curves"]
+        curves = {k: [[tuple(point) for point in c] for c in runs] for k, runs in curves.items()}
+        print("\n".join(table(curves)))
+        plot(curves, Path(args.plot or HERE / "search_efficiency.png"),
+             f"resnet1d synthetic XRD: median and IQR over {len(curves['grid'])} seeds")
+        return
     if args.quick:
         args.samples, args.max_epochs, args.tpe_trials, args.repetitions = 600, 2, 6, 2
     plot_path = Path(args.plot or HERE / f"search_efficiency{'_quick' if args.quick else ''}.png")

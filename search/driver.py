@@ -323,9 +323,18 @@ def run_search(settings: SearchSettings) -> SearchResult:
         from search.prior import prior_centre
         from search.warm_start import collect
 
-        knowledge["prior"] = prior_centre(args.prior, space, info)
-        if args.warm_start:
-            knowledge["warm"] = collect(args.warm_start, space, info, tracking_uri)
+        # A resumed search's searcher comes back from Ray's checkpoint with its prior and its
+        # warm-start trials; they are read again only in case Ray never checkpointed it, so a
+        # source gone since then costs the resume nothing but that.
+        for key, read in (("prior", lambda: prior_centre(args.prior, space, info)),
+                          ("warm", lambda: collect(args.warm_start, space, info, tracking_uri)
+                           if args.warm_start else None)):
+            try:
+                knowledge[key] = read()
+            except BadInput as exc:
+                if not args.resume:
+                    raise
+                print(f"warning: {exc} (kept from the search's checkpoint)")
         if state is None:
             if not remote:
                 Path(exp_dir).mkdir(parents=True, exist_ok=False)

@@ -105,9 +105,13 @@ def test_warm_start_and_file_prior_survive_a_resume(tmp_path, restored_environ):
             kill_tree(driver.pid)
     assert driver.returncode == 130, (out + err)[-3000:]
     assert "warm start from earlier: 3 trials of 1 earlier search(es)" in out
+    # the prior's file moved away since: the resumed searcher keeps the prior it had
+    moved = best.rename(tmp_path / "moved.yaml")
     resumed = run_cli("--resume", "--experiment", "later", "--storage", str(storage),
                       cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "(kept from the search's checkpoint)" in resumed.stdout
+    moved.rename(best)
 
     stored = json.loads(state_path(storage, "later").read_text())["settings"]
     assert stored["prior"] == str(best) and stored["warm_start"] == ["earlier"]
