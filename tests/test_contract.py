@@ -123,6 +123,14 @@ def test_one_epoch_reports_objective_and_checkpoint_round_trips(name, tiny_data,
         report=lambda m, s: resumed.append(m), state=restored)
     assert [m["epoch"] for m in resumed] == [2], "resume must continue after the saved epoch"
 
+    # A checkpoint of the last epoch (the driver stopped before Ray marked the trial done)
+    # reports that epoch again rather than ending without the metric.
+    again = []
+    fit(space, dict(space.seed_config), data, FitSettings(max_epochs=1, seed=0),
+        report=lambda m, s: again.append(m), state=restored)
+    assert [m["epoch"] for m in again] == [1]
+    assert again[0][space.metric] == pytest.approx(metrics[space.metric])
+
 
 @pytest.fixture(scope="module")
 def mlflow_store(tmp_path_factory):

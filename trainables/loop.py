@@ -397,6 +397,20 @@ def fit(space: Any, config: Mapping[str, Any], data: DataSplits, settings: FitSe
     metrics: Metrics = {}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    if state is not None and start_epoch >= settings.max_epochs and report is not None:
+        # The checkpoint already holds the last epoch (the driver stopped after the trial
+        # wrote it, before Ray marked the trial done): report that epoch again instead of
+        # ending without a result, which Tune would refuse for lacking the metric.
+        metrics = dict(state.get("metrics") or {})
+        if not metrics:
+            metrics = dict(kind.evaluate(model, data, "val", config, ctx))
+            metrics["epoch"] = start_epoch
+        new_state = {"model": core.state_dict(), "optimizer": opt.state_dict(),
+                     "epoch": start_epoch, "metrics": metrics}
+        if settings.figure_epoch(start_epoch) and (settings.shard is None
+                                                   or settings.shard[0] == 0):
+            new_state[FIGURES_KEY] = kind.figures(model, data, config, ctx)
+        report(dict(metrics), new_state)
     for epoch in range(start_epoch + 1, settings.max_epochs + 1):
         t0 = time.perf_counter()
         rng = np.random.default_rng([settings.seed, epoch])
@@ -411,10 +425,15 @@ def fit(space: Any, config: Mapping[str, Any], data: DataSplits, settings: FitSe
             metrics["gpu_memory_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
         if report is not None:
             new_state = {"model": core.state_dict(), "optimizer": opt.state_dict(),
-                         "epoch": epoch}
+                         "epoch": epoch, "metrics": plain_metrics(metrics)}
             if settings.figure_epoch(epoch) and (settings.shard is None or settings.shard[0] == 0):
                 new_state[FIGURES_KEY] = kind.figures(model, data, config, ctx)
             report(metrics, new_state)
     fitted = Fitted(metrics)
     fitted.model = core
     return fitted
+
+
+def plain_metrics(metrics: Mapping[str, Any]) -> dict[str, float | int]:
+    """Metrics as plain Python numbers (what a ``weights_only`` checkpoint load accepts)."""
+    return {k: int(v) if k == "epoch" else float(v) for k, v in metrics.items()}
