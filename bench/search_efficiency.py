@@ -27,6 +27,8 @@ written beside the table.
 
     python bench/search_efficiency.py              # full: 5 repetitions, about 3 h on 2 cores
     python bench/search_efficiency.py --quick      # small set, 2 repetitions, < 10 min
+    python bench/search_efficiency.py --work DIR   # keep the searches in DIR; calling it again
+                                                   # with the same DIR continues a stopped run
 """
 
 from __future__ import annotations
@@ -67,15 +69,57 @@ def methods(args: argparse.Namespace) -> dict[str, list[str]]:
     }
 
 
+class Progress:
+    """The finished searches of a run (``progress.json`` in the work folder), so that an
+    interrupted run continues where it stopped when called again with the same ``--work``."""
+
+    def __init__(self, work: Path, settings: dict) -> None:
+        self.path = work / "progress.json"
+        self.settings = settings
+        self.done: dict[str, dict] = {}
+        work.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            stored = json.loads(self.path.read_text())
+            if stored["settings"] != settings:
+                print(f"error: {work} holds a run with other settings {stored['settings']}; "
+                      "use another --work or the same settings", file=sys.stderr)
+                raise SystemExit(2)
+            self.done = stored["done"]
+            print(f"continuing the run in {work}: {len(self.done)} searches done",
+                  file=sys.stderr, flush=True)
+
+    def record(self, experiment: str, result: dict) -> None:
+        self.done[experiment] = result
+        partial = self.path.with_suffix(".json.partial")
+        partial.write_text(json.dumps({"settings": self.settings, "done": self.done}))
+        os.replace(partial, self.path)
+
+
+def commit() -> str:
+    """The repository's commit (short), for the record of each search."""
+    done = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
+
+
 def run_method(tmp: Path, db: Path, experiment: str, flags: list[str], seed: int,
                args: argparse.Namespace) -> float:
     """One search through the CLI (every method of a run shares one MLflow store, so a warm
-    start finds the earlier search); returns its wall seconds."""
+    start finds the earlier search); returns its wall seconds. A search an interrupted run
+    left behind is continued with ``--resume``."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from tracking.state import state_path
+
     env = dict(os.environ, SCITUNE_PLUGINS="grid_space",
                PYTHONPATH=os.pathsep.join([str(HERE / "plugins"), str(REPO)]))
-    cmd = [sys.executable, str(REPO / "launch.py"), *flags, "--max-epochs", str(args.max_epochs),
-           "--seed", str(seed), "--experiment", experiment, "--storage", str(tmp / "ray"),
-           "--mlflow-uri", f"sqlite:///{db}", "--samples", str(args.samples)]
+    where = ["--experiment", experiment, "--storage", str(tmp / "ray")]
+    if state_path(tmp / "ray", experiment).exists():  # the search keeps its stored settings
+        cmd = [sys.executable, str(REPO / "launch.py"), "--resume", *where]
+    else:
+        cmd = [sys.executable, str(REPO / "launch.py"), *flags, *where, "--max-epochs",
+               str(args.max_epochs), "--seed", str(seed), "--mlflow-uri", f"sqlite:///{db}",
+               "--samples", str(args.samples)]
     start = time.perf_counter()
     done = subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True)
     if done.returncode != 0:
@@ -249,6 +293,9 @@ def main() -> None:
                    help="also write every repetition's curves and trials to this JSON file")
     p.add_argument("--trials-json", default=None,
                    help="the first repetition's trials per method, for bench/search_floor.py")
+    p.add_argument("--work", default=None, metavar="DIR",
+                   help="keep the searches and their progress in DIR; calling again with the "
+                        "same DIR continues an interrupted run (default: a temporary folder)")
     p.add_argument("--from-json", default=None, metavar="CURVES.json",
                    help="no searches: print the table and draw the picture of a --curves-json "
                         "file")
@@ -273,24 +320,35 @@ def main() -> None:
         if WARM in chosen and TPE not in chosen:
             chosen[TPE] = methods(args)[TPE]
     reps = list(range(args.repetitions))
+    if WARM in chosen and len(reps) < 2:
+        raise SystemExit("the warm start needs --repetitions 2 or more")
     curves: dict[str, list] = {name: [] for name in chosen}
     trials: dict[str, list] = {name: [] for name in chosen}
     seconds: dict[str, float] = {name: 0.0 for name in chosen}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "bench.db"
+        work = Path(args.work).resolve() if args.work else Path(tmp)
+        progress = Progress(work, {"samples": args.samples, "max_epochs": args.max_epochs,
+                                   "tpe_trials": args.tpe_trials, "repetitions": len(reps),
+                                   "methods": list(chosen)})
+        db = work / "bench.db"
         for m, (name, flags) in enumerate(chosen.items()):
             for r in reps:
-                earlier = f"m{list(chosen).index(TPE)}r{(r + 1) % len(reps)}" \
-                    if TPE in chosen else ""
-                if name == WARM and len(reps) < 2:
-                    raise SystemExit("the warm start needs --repetitions 2 or more")
-                filled = [f.format(earlier=earlier) for f in flags]
                 experiment = f"m{m}r{r}"
-                seconds[name] += run_method(Path(tmp), db, experiment, filled, r, args)
-                curve, tried = read_search(db, experiment)
-                curves[name].append(curve)
-                trials[name].append(tried)
+                if experiment not in progress.done:
+                    earlier = f"m{list(chosen).index(TPE)}r{(r + 1) % len(reps)}" \
+                        if TPE in chosen else ""
+                    filled = [f.format(earlier=earlier) for f in flags]
+                    spent = run_method(work, db, experiment, filled, r, args)
+                    curve, tried = read_search(db, experiment)
+                    progress.record(experiment, {"method": name, "repetition": r,
+                                                 "seconds": spent, "curve": curve,
+                                                 "trials": tried, "commit": commit()})
+                done = progress.done[experiment]
+                seconds[name] += done["seconds"]
+                curves[name].append([tuple(point) for point in done["curve"]])
+                trials[name].append(done["trials"])
+    commits = sorted({d["commit"] for d in progress.done.values()})
     print(f"search efficiency: resnet1d, {args.samples} patterns, up to {args.max_epochs} epochs "
           f"per trial, {len(reps)} repetitions (seeds {reps[0]}..{reps[-1]}); grid = seed + 8 "
           f"neighbours (lr ×½/×1/×2, batch 32/64/128); TPE searches: {args.tpe_trials} trials")
@@ -301,7 +359,8 @@ def main() -> None:
     spent = {name: [c[-1][0] for c in runs] for name, runs in curves.items()}
     print("trial-epochs each search spent in all (median): "
           + ", ".join(f"{k} {statistics.median(v):.0f}" for k, v in spent.items()))
-    print(f"wall time: {time.perf_counter() - started:.0f} s ("
+    print(f"commit{'s' if len(commits) > 1 else ''}: {', '.join(commits)}")
+    print(f"wall time of this call: {time.perf_counter() - started:.0f} s; of the searches: ("
           + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()) + ")")
     plot(curves, plot_path, f"resnet1d synthetic XRD ({args.samples} patterns): median and IQR "
          f"over {len(reps)} seeds")

@@ -60,3 +60,19 @@ def test_peer_ledger_tracks_the_incumbent_by_cost():
     assert ledger.regret_at(1.6) == pytest.approx(0.5)
     assert ledger.regret_at(3.0) == pytest.approx(0.2) and ledger.done
     assert peer_optimiser.fidelity(1) == 11 and peer_optimiser.fidelity(9) == 100
+
+
+def test_progress_continues_a_run_and_refuses_other_settings(tmp_path, capsys):
+    settings = {"samples": 600, "max_epochs": 2, "tpe_trials": 6, "repetitions": 2,
+                "methods": ["grid"]}
+    first = eff.Progress(tmp_path, settings)
+    assert first.done == {}
+    first.record("m0r0", {"method": "grid", "repetition": 0, "seconds": 1.0,
+                          "curve": [[1, 0.1], [2, 0.2]], "trials": [], "commit": "abc"})
+    again = eff.Progress(tmp_path, settings)
+    assert list(again.done) == ["m0r0"] and again.done["m0r0"]["curve"][-1] == [2, 0.2]
+    before = (tmp_path / "progress.json").read_text()
+    with pytest.raises(SystemExit) as refused:
+        eff.Progress(tmp_path, {**settings, "max_epochs": 6})
+    assert refused.value.code == 2 and "other settings" in capsys.readouterr().err
+    assert (tmp_path / "progress.json").read_text() == before
