@@ -24,6 +24,14 @@ time (``input_channels``), moved to channels-first (C, H, W), normalised by
 ``--data-option charge_norm=log|scale|none`` (default ``log``: log(1 + q)) and
 ``time_norm=standard|none`` (default ``standard``: hit times standardised over hit PMTs,
 unhit PMTs 0), with statistics from the training split.
+
+Flip augmentation permutes the 19 PMTs of every module with the flip (a mirrored module has
+its PMTs mirrored too), by the file's PMT order: files written by this project's simulator
+use its geometry (``watchmal_physics.flip_channel_maps``), other files WatChMaL's published
+maps (``horizontal_flip_mpmt_map`` / ``vertical_flip_mpmt_map``, the 12 outer / 6 inner /
+centre order of its 2019-20 files). A file may carry its own as attributes
+``flip_map_horizontal`` and ``flip_map_vertical``: (19,) or (H, 19) gather indices, where
+row ``r`` of the flipped image takes its PMT ``k`` from PMT ``map[r, k]`` of its source module.
 """
 
 from __future__ import annotations
@@ -60,6 +68,12 @@ CLASS_NAMES = ("gamma", "electron", "muon", "pi0")
 ROC_PAIRS = (("e_vs_mu", 1, 2), ("e_vs_gamma", 1, 0))
 FULL_SCAN_BYTES = 2 * 1024**3  # NaN scan of every row below this size, of a sample above
 STATS_EVENTS = 64
+#: WatChMaL's PMT permutations for flips (WatChMaL/WatChMaL, ``cnn_mpmt_dataset.py``), in the
+#: PMT order of its files: outer ring 0-11, inner ring 12-17, centre 18.
+WATCHMAL_FLIP_MAPS = {
+    "horizontal": (0, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 12, 17, 16, 15, 14, 13, 18),
+    "vertical": (6, 5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 15, 14, 13, 12, 17, 16, 18),
+}
 GENERATE_BLOCK = 512
 OPTIONS = {
     "splits": "WatChMaL split file (.npz with train_idxs, val_idxs, test_idxs)",
@@ -140,6 +154,7 @@ def validate(path: str) -> int:
             if key in f and f[key].shape[:1] != (n,):
                 raise DataError(f"--data {path}: '{key}' has shape {f[key].shape}; its first "
                                 f"axis must be the {n} events")
+        flip_maps(f, path, height)
         if events.size * events.dtype.itemsize <= FULL_SCAN_BYTES:
             check_finite(events, path, "event_data", chunk_rows=256)
         else:  # terabyte files: a spread sample here; the loop's guard catches the rest
@@ -148,6 +163,31 @@ def validate(path: str) -> int:
                 raise DataError(f"--data {path}: 'event_data' holds NaN or inf; clean or drop "
                                 "those events")
         return n
+
+
+def flip_maps(f: Any, path: str, height: int) -> dict[str, np.ndarray]:
+    """Per-row PMT gather maps ``{"horizontal", "vertical"}: (height, 19)`` for the flips of
+    an open file's images (see the module doc). Raises DataError on a malformed attribute."""
+    generator = f.attrs.get("generator", b"")
+    generator = generator.decode() if isinstance(generator, bytes) else str(generator)
+    if generator.startswith("scitune watchmal") and height == 40:
+        from datasets.watchmal_physics import flip_channel_maps
+
+        maps = flip_channel_maps()
+    else:
+        maps = {k: np.asarray(v) for k, v in WATCHMAL_FLIP_MAPS.items()}
+    out = {}
+    for name, default in maps.items():
+        given = np.asarray(f.attrs.get(f"flip_map_{name}", default))
+        rows = np.broadcast_to(given, (height, CHARGE_CHANNELS)) if given.shape in (
+            (CHARGE_CHANNELS,), (height, CHARGE_CHANNELS)) else None
+        if rows is None or given.dtype.kind not in "iu" or not (
+                np.sort(rows, axis=1) == np.arange(CHARGE_CHANNELS)).all():
+            raise DataError(f"--data {path}: attribute 'flip_map_{name}' must be a permutation "
+                            f"of 0..18, shape (19,) or ({height}, 19); it is {given.shape} "
+                            f"{given.dtype}: fix it or delete the attribute")
+        out[name] = np.ascontiguousarray(rows, dtype=np.int64)
+    return out
 
 
 def read_splits(path: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -238,6 +278,8 @@ def load(path: str, seed: int, options: Mapping[str, str]) -> DataSplits:
         train, val, test = read_splits(options["splits"], len(labels))
     else:
         train, val, test = split_indices(len(labels), _data_seed(options))
+    with open_h5(path) as f:
+        maps = flip_maps(f, path, events.shape[1])
     sample = np.asarray(events[np.sort(train[:STATS_EVENTS])], dtype=np.float64)
     charge, time = sample[..., :CHARGE_CHANNELS], sample[..., CHARGE_CHANNELS:ALL_CHANNELS]
     hit = charge > 0
@@ -249,7 +291,7 @@ def load(path: str, seed: int, options: Mapping[str, str]) -> DataSplits:
     num_classes = max(3, int(labels.max()) + 1)
     info = DataInfo(input_shape=(ALL_CHANNELS, events.shape[1], events.shape[2]),
                     num_classes=num_classes, class_names=CLASS_NAMES[:num_classes],
-                    extra={"roc_pairs": ROC_PAIRS})
+                    extra={"roc_pairs": ROC_PAIRS, "flip_channel_maps": maps})
     return DataSplits({"x": events, "y": labels}, train, val, test, info, source=path,
                       transforms={"x": transform})
 

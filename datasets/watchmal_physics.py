@@ -52,6 +52,7 @@ __all__ = [
     "PMT_AZIMUTH",
     "PMT_TILT",
     "TankGeometry",
+    "flip_channel_maps",
     "pixel_centres",
     "pmt_mask",
     "render_events",
@@ -162,6 +163,35 @@ def pmt_mask() -> np.ndarray:
     mask[_BARREL_FIRST:_BOTTOM_FIRST] = True
     mask[_BOTTOM_FIRST:] = _CAP_INSIDE
     return mask
+
+
+def _reflected_pmts(axis: int) -> np.ndarray:
+    """Index of the PMT whose axis is PMT ``j``'s axis with module-frame component ``axis``
+    (1 = t1, 2 = t2) negated: the PMT permutation of a mirror image of the module."""
+    mirrored = _PMT_AXES.copy()
+    mirrored[axis] *= -1.0
+    distance = np.linalg.norm(_PMT_AXES[:, :, None] - mirrored[:, None, :], axis=0)
+    index = distance.argmin(axis=0)
+    assert np.allclose(distance.min(axis=0), 0.0, atol=1e-9)  # the layout is mirror-symmetric
+    return index
+
+
+def flip_channel_maps() -> dict[str, np.ndarray]:
+    """PMT permutations that make image flips physical reflections of the detector.
+
+    Flipping the columns mirrors the tank in y (azimuth → −azimuth), flipping the rows mirrors
+    it in z (top cap ↔ bottom cap). Inside a module the PMTs must be mirrored too: on the barrel
+    (frame t1 = azimuth, t2 = +z) a column flip negates t1 and a row flip negates t2; on a cap
+    (frame t1 = +x, t2 = +y) a column flip negates t2 and a row flip leaves the frame as it is.
+    Returns ``{"horizontal": (40, 19), "vertical": (40, 19)}`` gather indices: row ``r`` of the
+    flipped image takes its PMT ``k`` from PMT ``map[r, k]`` of the module it came from (the
+    convention of WatChMaL's ``horizontal_flip_mpmt_map``, there one map for every row)."""
+    identity = np.arange(N_PMT)
+    barrel = np.zeros(N_ROWS, dtype=bool)
+    barrel[_BARREL_FIRST:_BOTTOM_FIRST] = True
+    horizontal = np.where(barrel[:, None], _reflected_pmts(1)[None, :], _reflected_pmts(2)[None, :])
+    vertical = np.where(barrel[:, None], _reflected_pmts(2)[None, :], identity[None, :])
+    return {"horizontal": horizontal.astype(np.int64), "vertical": vertical.astype(np.int64)}
 
 
 def pixel_centres(geometry: TankGeometry | None = None) -> np.ndarray:

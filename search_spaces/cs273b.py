@@ -1,8 +1,17 @@
 """``cae``, ``mlp_ae``, ``cnn``, ``pheno_nn``, ``mmnn``: the CS 273B multimodal project (seed 004).
 
-Classifiers are scored by validation ROC AUC (accuracy logged too); auto-encoders by
-held-out reconstruction loss. L1 (``l1``) and L2 (``weight_decay``) regularisation, batch
-norm and dropout are searchable throughout, as the project's notes recommend.
+Classifiers are scored by validation ROC AUC (accuracy logged too). The auto-encoders are
+scored by what the project wanted their code for, downstream classification: ``val_probe_auc``,
+the validation ROC AUC of a logistic-regression probe on the code, fitted on the training
+subjects' codes with the diagnosis label (:func:`trainables.autoencode.probe_auc`). Searched
+against reconstruction alone, the CAE's sparsity weight λ could only lose. Logged beside it:
+``val_recon_loss`` and ``val_objective``, the full training loss on the validation split
+(reconstruction + λ·KL(ρ ‖ ρ̂) for ``cae``; reconstruction + ``l1``·Σ|W| for ``mlp_ae``, whose
+only loss-side regulariser is that L1 weight term, 0 in its seed). The CAE's feature-map code
+is average-pooled to a 4³ grid per channel for the probe (:meth:`trainables.cs273b.SparseCAE.probe_codes`).
+
+L1 (``l1``) and L2 (``weight_decay``) regularisation, batch norm and dropout are searchable
+throughout, as the project's notes recommend.
 """
 
 from __future__ import annotations
@@ -117,14 +126,16 @@ def suggest_mmnn(trial: Any, info: DataInfo) -> None:
 
 
 CLASSIFIER_METRICS = ("val_top1", "val_loss")
+AE_METRICS = ("val_recon_loss", "val_objective")
 register(Space(name="cae", suggest=suggest_cae, seed_config=CAE_SEED, build=build_cae,
-               kind="autoencode", dataset="multimodal", metric="val_recon_loss", mode="min",
+               kind="autoencode", dataset="multimodal", metric="val_probe_auc", mode="max",
                description="CS 273B sparse 3D convolutional auto-encoder (seed 004)",
-               extra_metrics=("val_code_mean",)))
+               extra_metrics=(*AE_METRICS, "val_code_mean")))
 register(Space(name="mlp_ae", suggest=suggest_volume_ae, seed_config=AE_SEED,
                build=build_volume_ae, kind="autoencode", dataset="multimodal",
-               metric="val_recon_loss", mode="min",
-               description="CS 273B fully connected auto-encoder of volumes (seed 004)"))
+               metric="val_probe_auc", mode="max",
+               description="CS 273B fully connected auto-encoder of volumes (seed 004)",
+               extra_metrics=AE_METRICS))
 register(Space(name="cnn", suggest=suggest_cnn, seed_config=CNN_SEED, build=build_cnn,
                kind="classify", dataset="multimodal", metric="val_auc", mode="max",
                description="CS 273B 3D CNN on volumes, binary diagnosis (seed 004)",

@@ -18,9 +18,11 @@ from trainables.particle_generator import build_autoencoder, build_ewm, build_ml
 GAN_SEED: dict[str, Any] = {
     "n_layers": 4, "n_hidden": 512, "z_dim": 100, "g_lr": 1e-4, "d_lr": 1e-4,
     "g_opt": "adam", "d_opt": "adam", "beta": 0.5, "p": 0.9, "dropout": 0.0, "batch_size": 24,
+    "leaky_slope": 0.5,  # the seed's layers.py blocks (see trainables.particle_generator)
 }
 AE_SEED: dict[str, Any] = {
-    "arch": "mlp", "l_dim": 20, "n_layers": 4, "ae_opt": "adam", "ae_lr": 1e-4, "batch_size": 24,
+    "arch": "mlp", "l_dim": 20, "n_layers": 4, "leaky_slope": 0.2, "ae_opt": "adam",
+    "ae_lr": 1e-4, "batch_size": 24,
 }
 EWM_SEED: dict[str, Any] = {
     "g_lr": 1e-4, "g_opt": "adam", "n_hidden": 512, "n_layers": 4, "z_dim": 100,
@@ -29,7 +31,8 @@ EWM_SEED: dict[str, Any] = {
 
 
 def suggest_gan(trial: Any, info: DataInfo) -> None:
-    """Depth, width, noise size, both optimizers and rates, β1, SGD momentum, D dropout, batch."""
+    """Depth, width, noise size, both optimizers and rates, β1, SGD momentum, D dropout,
+    LeakyReLU slope, batch."""
     trial.suggest_int("n_layers", 2, 5)
     trial.suggest_categorical("n_hidden", (128, 256, 512, 1024))
     trial.suggest_categorical("z_dim", (32, 64, 100, 128))
@@ -40,11 +43,13 @@ def suggest_gan(trial: Any, info: DataInfo) -> None:
     trial.suggest_float("beta", 0.0, 0.9)
     trial.suggest_float("p", 0.5, 0.99)
     trial.suggest_float("dropout", 0.0, 0.5)
+    trial.suggest_categorical("leaky_slope", (0.2, 0.5))
     trial.suggest_categorical("batch_size", (24, 64, 128))
 
 
 def suggest_ae(trial: Any, info: DataInfo) -> None:
-    """MLP or conv AE; code size, depth (layers; conv: deepest channel count), optimizer."""
+    """MLP or conv AE; code size, depth (layers; conv: deepest channel count), the MLP's
+    LeakyReLU slope, optimizer."""
     height, width = info.input_shape[-2:]
     halvings = int(math.log2(math.gcd(int(height), int(width))))
     arch = trial.suggest_categorical("arch", ("mlp", "conv"))
@@ -54,6 +59,7 @@ def suggest_ae(trial: Any, info: DataInfo) -> None:
         trial.suggest_int("n_layers", 1, max(1, min(halvings, int(math.log2(depth)) + 1, 5)))
     else:
         trial.suggest_int("n_layers", 1, 4)
+        trial.suggest_categorical("leaky_slope", (0.2, 0.5))
     if trial.suggest_categorical("ae_opt", ("adam", "sgd")) == "sgd":
         trial.suggest_float("p", 0.5, 0.99)
     trial.suggest_float("ae_lr", 1e-5, 1e-2, log=True)
@@ -76,7 +82,7 @@ register(Space(
     name="mlp_gan", suggest=suggest_gan, seed_config=GAN_SEED, build=build_mlp_gan, kind="gan",
     dataset="larcv", metric="val_quality", mode="min",
     description="Particle Generator MLP GAN on sparse particle images (seed 001)",
-    extra_metrics=("val_swd", "val_intensity", "val_occupancy"),
+    extra_metrics=("val_physics", "val_kpd", "val_kid", "val_intensity", "val_occupancy"),
 ))
 register(Space(
     name="ae", suggest=suggest_ae, seed_config=AE_SEED, build=build_autoencoder,
@@ -88,7 +94,8 @@ register(Space(
     name="ewm", suggest=suggest_ewm, seed_config=EWM_SEED, build=build_ewm, kind="ewm",
     dataset="ae_codes", metric="val_quality", mode="min",
     description="Particle Generator EWM generator on AE codes, two-stage (seed 001)",
-    extra_metrics=("val_swd", "val_intensity", "val_occupancy", "train_assignment_tv"),
+    extra_metrics=("val_physics", "val_kpd", "val_kid", "val_intensity", "val_occupancy",
+                   "train_assignment_tv", "train_fit_steps"),
     upstream=(Upstream(name="ae", space="ae", option="ae_experiment",
                        train_epochs_option="ae_epochs"),),
 ))

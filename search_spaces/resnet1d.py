@@ -4,7 +4,8 @@ Searched: the number of stages and, per stage, width (``res_dims``), kernel (``r
 stride (``res_stride``) and depth (``num_blocks``); the stem conv and max-pool; dropout; Adam's
 learning rate (log) and eps (log); optional weight decay (log); batch size; and the level of
 the seed's uniform-background augmentation. Strides are bounded by the feature-map length
-reached so far, so every sampled configuration keeps at least one point per channel.
+reached so far, so every sampled configuration keeps at least one point per channel, and by
+their kernel (max-pool and stage convolutions), so no input point falls between two windows.
 """
 
 from __future__ import annotations
@@ -54,14 +55,16 @@ def suggest(trial: Any, info: DataInfo) -> None:
     first_kernel = trial.suggest_int("first_kernel_size", 3, 25, step=2)
     first_stride = trial.suggest_int("first_stride", 1, 2)
     length = (length + 2 * (first_kernel // 2) - first_kernel) // first_stride + 1
-    pool_kernel = trial.suggest_int("first_pool_kernel_size", 2, 9)
-    pool_stride = trial.suggest_int("first_pool_stride", 3, 9)
+    # A window must reach the next one (stride <= kernel), or the points between windows are
+    # never seen: the same rule bounds every stage's stride by its kernel below.
+    pool_kernel = trial.suggest_int("first_pool_kernel_size", 3, 9)
+    pool_stride = trial.suggest_int("first_pool_stride", 3, pool_kernel)
     length = max(1, (length - pool_kernel) // pool_stride + 1)
     n_stages = trial.suggest_int("n_stages", 2, MAX_STAGES)
     for i in range(n_stages):
         kernel = trial.suggest_int(f"stages/{i}/kernel", 3, 21, step=2)  # odd: "same" padding
         low = 2 if length > MAX_UNSTRIDED_LENGTH else 1
-        stride = trial.suggest_int(f"stages/{i}/stride", low, max(low, min(5, length)))
+        stride = trial.suggest_int(f"stages/{i}/stride", low, max(low, min(5, length, kernel)))
         length = (length + 2 * (kernel // 2) - kernel) // stride + 1
         widest = min(128, max(16, (MAX_ACTIVATION // max(length, 1)) // 16 * 16))
         trial.suggest_int(f"stages/{i}/dim", 16, widest, step=16)

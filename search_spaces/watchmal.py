@@ -74,11 +74,12 @@ register(Space(
     name="resnet18", suggest=suggest_classifier, seed_config=CLASSIFIER_SEED,
     build=build_classifier, kind="classify", dataset="watchmal", metric="val_top1", mode="max",
     description="WatChMaL ClNet (EresNet + latent classifier): γ/e/μ water-Cherenkov events (seed 000)",
-    extra_metrics=("val_auc_e_vs_mu", "val_auc_e_vs_gamma", "val_loss"),
+    extra_metrics=("val_auc_e_vs_mu", "val_auc_e_vs_gamma", "val_rejection_e_vs_mu",
+                   "val_rejection_e_vs_gamma", "val_loss"),
 ))
 register(Space(
     name="dcgan", suggest=suggest_gan, seed_config=GAN_SEED, build=build_gan, kind="gan",
     dataset="watchmal", metric="val_quality", mode="min",
     description="WatChMaL GanNet (DCGAN, 19×40×40, no Tanh): event generation (seed 000)",
-    extra_metrics=("val_swd", "val_intensity", "val_occupancy"),
+    extra_metrics=("val_physics", "val_kpd", "val_kid", "val_intensity", "val_occupancy"),
 ))

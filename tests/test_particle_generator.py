@@ -94,7 +94,7 @@ def test_mlp_gan_follows_the_seed():
     assert isinstance(model.generator[-2], nn.Tanh)
     assert isinstance(model.discriminator[-1], nn.Sigmoid)
     slopes = {m.negative_slope for m in model.modules() if isinstance(m, nn.LeakyReLU)}
-    assert slopes == {0.2}
+    assert slopes == {0.5}  # the seed's later layers.py blocks, shared by G and D
     weights = torch.cat([m.weight.flatten() for m in model.modules() if isinstance(m, nn.Linear)])
     assert abs(weights.std().item() - 0.02) < 0.002
     sample = model.sample(5, torch.device("cpu"))
@@ -162,6 +162,28 @@ def test_codes_stage_trains_the_seed_autoencoder_on_the_spot(tiny_data):
     np.testing.assert_allclose(model(x).detach().numpy(), codes[np.sort(data.train[:4])], atol=1e-5)
 
 
+def test_every_memory_size_changes_the_ewm_epoch(tiny_data):
+    """``mem_size`` is the paper's memory (batches of (z, j*) pairs): the transport phase fills
+    it and the fit takes one step per stored batch, so sizes above half the targets differ."""
+    from trainables.loop import FitSettings, fit
+
+    data = tiny_data("ae_codes")
+    targets = len(data.train)
+    space = get_space("ewm")
+    small = max(60, targets // 2 + 10)
+    runs = {}
+    for memory in (small, 3 * small):
+        config = dict(space.seed_config, mem_size=memory, n_hidden=128, n_layers=2)
+        epochs: list[dict] = []
+        fit(space, config, data, FitSettings(max_epochs=1, figure_every=0),
+            report=lambda m, s, seen=epochs: seen.append(m))
+        runs[memory] = epochs[0]
+        assert epochs[0]["train_fit_steps"] == memory
+        assert memory <= epochs[0]["train_ot_iterations"] <= max(targets, memory)
+    assert runs[small]["train_fit_loss"] != runs[3 * small]["train_fit_loss"]
+    assert runs[small]["val_quality"] != runs[3 * small]["val_quality"]
+
+
 @pytest.mark.slow  # the digits loader is tested directly above; this is the CLI path
 @pytest.mark.parametrize("space", ["mlp_gan", "ae"])
 def test_cli_on_digits(tmp_path, space):
@@ -188,7 +210,12 @@ def test_two_stage_ae_then_ewm_through_mlflow(tmp_path):
     first = run_cli("--space", "ae", "--trials", "1", "--experiment", "stage1", *common,
                     cwd=tmp_path, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
+    # The seed's memory of 5,000 batches takes minutes per epoch on a CPU: the path is tested
+    # with a small memory (the seed configuration is projected into the narrowed space).
+    small_memory = tmp_path / "small_memory.yaml"
+    small_memory.write_text("space: ewm\nparams:\n  mem_size: {low: 50, high: 80}\n")
     second = run_cli("--space", "ewm", "--trials", "2", "--experiment", "stage2",
+                     "--space-file", str(small_memory),
                      "--data-option", "ae_experiment=stage1", *common, cwd=tmp_path, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     _, _, children = runs_of(db, "stage2")
@@ -215,3 +242,31 @@ def test_seed_autoencoder_learns_more_than_the_background(tiny_data):
     fit(space, config, data, FitSettings(max_epochs=6, figure_every=0),
         report=lambda m, s: losses.append(m["val_recon_loss"]))
     assert losses[-1] < 0.9 * background, (losses, background)
+
+
+def test_leaky_relu_slope_is_searched_and_the_seeds_follow_their_code(tiny_data):
+    """The seed's code used LeakyReLU 0.2 (early GAN, AE layers) and 0.5 (the later blocks
+    its G and D share): the slope is searched, and each seed configuration builds its own."""
+    import optuna
+
+    data = tiny_data("larcv")
+
+    def slopes(model: torch.nn.Module) -> set[float]:
+        return {m.negative_slope for m in model.modules() if isinstance(m, torch.nn.LeakyReLU)}
+
+    assert slopes(get_space("mlp_gan").build(dict(get_space("mlp_gan").seed_config),
+                                             data.info)) == {0.5}
+    assert slopes(get_space("ae").build(dict(get_space("ae").seed_config), data.info)) == {0.2}
+    for name in ("mlp_gan", "ae"):
+        space = get_space(name)
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        seen = set()
+        for _ in range(30):
+            trial = study.ask()
+            space.suggest(trial, data.info)
+            study.tell(trial, 0.0)
+            if trial.params.get("arch", "mlp") == "mlp":
+                built = slopes(space.build(dict(trial.params), data.info))
+                assert built == {trial.params["leaky_slope"]}
+                seen |= built
+        assert seen == {0.2, 0.5}, name

@@ -66,3 +66,49 @@ def test_output_with_labels_computes_cross_entropy():
     out = model.output(x, y)
     assert out.loss is not None and torch.isfinite(out.loss)
     assert out.logits.shape == (4, 14)
+
+
+def unseen_input_points(model: torch.nn.Module, length: int) -> int:
+    """How many points of the feature maps along the network's main path fall between two
+    windows of the layer that reads them (summed over layers; the few tail points a floor-mode
+    window drops, as the seed's own pool does, are an edge, not a gap, and are not counted).
+
+    The path is read from the built network: every Conv1d and MaxPool1d of the stem and of
+    the residual blocks' hidden path, in order (the 1×1 shortcuts see a subset of the same).
+    """
+    unseen = 0
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Conv1d | torch.nn.MaxPool1d) and "downsample" not in name:
+            k, s, p = (int(v[0]) if isinstance(v, tuple) else int(v)
+                       for v in (module.kernel_size, module.stride, module.padding))
+            out = (length + 2 * p - k) // s + 1
+            covered = {i for o in range(out) for i in range(o * s - p, o * s - p + k)
+                       if 0 <= i < length}
+            unseen += max(covered) - min(covered) + 1 - len(covered)
+            length = out
+    return unseen
+
+
+def test_no_sampled_configuration_leaves_input_points_unseen():
+    """A max-pool or strided conv whose stride exceeds its kernel skips the points between its
+    windows: peaks there could never reach the classifier. No sampled stem/pool/stage may."""
+    import optuna
+
+    space = get_space("resnet1d")
+    info = DataInfo(input_shape=(1, 2048), num_classes=14)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    skipped = []
+    for _ in range(300):
+        trial = study.ask()
+        space.suggest(trial, info)
+        study.tell(trial, 0.0)
+        model = space.build(dict(trial.params), info)
+        if unseen := unseen_input_points(model, 2048):
+            skipped.append((unseen, {k: v for k, v in trial.params.items() if "pool" in k}))
+    assert not skipped, f"{len(skipped)} of 300 configurations skip points: {skipped[:3]}"
+    seed = space.build(dict(space.seed_config), info)
+    assert unseen_input_points(seed, 2048) == 0
+    # The check itself can fail: a pool stride beyond its kernel is caught.
+    gappy = space.build(dict(space.seed_config, first_pool_kernel_size=3,
+                             first_pool_stride=7), info)
+    assert unseen_input_points(gappy, 2048) > 0

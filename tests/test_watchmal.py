@@ -191,6 +191,86 @@ def test_bad_split_files_are_refused(tmp_path, splits, message):
         get_dataset("watchmal").prepare(str(path), 0, 0, {"splits": str(split)})
 
 
+# -- flips: the PMTs inside a module are mirrored with it ------------------------------------
+
+def dipole_correlations(charges: np.ndarray, vertices: np.ndarray) -> dict[str, float]:
+    """Correlation of each hit module's PMT charge dipole with the vertex's offset from the
+    module: along z on the barrel, along the azimuth on the barrel, along y on the caps.
+    ``charges`` (B, 19, 40, 40) in the simulator's PMT order, ``vertices`` (B, 3)."""
+    from datasets.watchmal_physics import _PMT_AXES, pixel_centres
+
+    q = charges.transpose(0, 2, 3, 1)
+    total = q.sum(-1)
+    along_t1 = (q * _PMT_AXES[1]).sum(-1) / np.maximum(total, 1e-9)
+    along_t2 = (q * _PMT_AXES[2]).sum(-1) / np.maximum(total, 1e-9)
+    centres = pixel_centres()
+    offset = vertices[:, None, None, :] - centres[None]
+    phi = (np.arange(40) + 0.5) * 2 * np.pi / 40
+    azimuthal = offset[..., 0] * -np.sin(phi) + offset[..., 1] * np.cos(phi)
+    barrel = np.zeros((40, 40), bool)
+    barrel[12:28] = True
+    cap = ~barrel & np.isfinite(centres[..., 0])
+    on_barrel, on_cap = (total > 5) & barrel, (total > 5) & cap
+    return {"barrel z": np.corrcoef(along_t2[on_barrel], offset[..., 2][on_barrel])[0, 1],
+            "barrel azimuth": np.corrcoef(along_t1[on_barrel], azimuthal[on_barrel])[0, 1],
+            "cap y": np.corrcoef(along_t2[on_cap], offset[..., 1][on_cap])[0, 1]}
+
+
+def test_flips_mirror_the_pmts_inside_each_module():
+    """A flipped event must look like the mirrored event: a module's PMT charge dipole keeps
+    pointing at the (mirrored) vertex. A flip of the module grid alone turns it away."""
+    from trainables.loop import flip_image
+
+    spec = get_dataset("watchmal")
+    path = spec.prepare(None, 60, 0, {})
+    maps = spec.load(path, 0, {}).info.extra["flip_channel_maps"]
+    with h5py.File(path, "r") as f:
+        charges = torch.from_numpy(f["event_data"][:, :, :, :19].transpose(0, 3, 1, 2).copy())
+        vertices = f["positions"][:, 0, :].astype(np.float64)
+    before = dipole_correlations(charges.numpy(), vertices)
+    assert min(before.values()) > 0.4, before
+    for axis, mirror in (("vertical", [1, 1, -1]), ("horizontal", [1, -1, 1])):
+        mirrored = vertices * np.array(mirror)  # rows flip z, columns flip y
+        kept = dipole_correlations(flip_image(charges, axis, maps[axis]).numpy(), mirrored)
+        grid_only = dipole_correlations(flip_image(charges, axis).numpy(), mirrored)
+        for name, value in before.items():
+            assert kept[name] == pytest.approx(value, abs=0.02), (axis, name, kept)
+        turned = [name for name in before if grid_only[name] < -0.4]
+        assert turned, (axis, grid_only)  # the check can fail: without the PMT map it does
+
+
+def test_random_flips_move_charge_and_time_channels_together():
+    from trainables.loop import random_flips
+
+    spec = get_dataset("watchmal")
+    data = spec.load(spec.prepare(None, 60, 0, {}), 0, {})
+    batch = torch.from_numpy(data.batch("x", data.train[:16], {"input_channels": "charge_time"}))
+    flipped = random_flips(batch, np.random.default_rng(0), data.info.extra["flip_channel_maps"])
+    assert not torch.equal(flipped, batch)
+    hit = flipped[:, :19] > 0
+    assert torch.all(flipped[:, 19:][~hit] == 0) and torch.any(flipped[:, 19:][hit] != 0)
+    torch.testing.assert_close(flipped.sum((1, 2, 3)), batch.sum((1, 2, 3)))  # moved, not lost
+
+
+def test_files_carry_watchmal_flip_maps_or_their_own(tmp_path):
+    from datasets.watchmal import WATCHMAL_FLIP_MAPS
+
+    spec = get_dataset("watchmal")
+    path = write_independent_file(tmp_path / "wcsim.h5")
+    maps = spec.load(spec.prepare(str(path), 0, 0, {}), 0, {}).info.extra["flip_channel_maps"]
+    assert maps["horizontal"].shape == (40, 19)
+    assert (maps["horizontal"] == np.array(WATCHMAL_FLIP_MAPS["horizontal"])).all()
+    own = np.tile(np.arange(19)[::-1], (40, 1))
+    with h5py.File(path, "a") as f:
+        f.attrs["flip_map_vertical"] = own
+    maps = spec.load(spec.prepare(str(path), 0, 0, {}), 0, {}).info.extra["flip_channel_maps"]
+    assert (maps["vertical"] == own).all()
+    with h5py.File(path, "a") as f:
+        f.attrs["flip_map_vertical"] = np.zeros(19, dtype=np.int64)
+    with pytest.raises(DataError, match="'flip_map_vertical' must be a permutation"):
+        spec.prepare(str(path), 0, 0, {})
+
+
 # -- sample quality --------------------------------------------------------------------------
 
 def test_collapsed_generators_score_clearly_worse(tiny_data):
@@ -205,9 +285,12 @@ def test_collapsed_generators_score_clearly_worse(tiny_data):
         0, held_out.std(), held_out.shape)), real, seed=0)["score"]
     blurred = 0.5 * (held_out + np.roll(held_out, 3, axis=-1))  # right charge, smeared rings
     partial = sample_quality(blurred, real, seed=0)["score"]
-    assert working < 1.0
+    order = np.random.default_rng(0).permutation(40 * 40)  # same charges, no rings left
+    shuffled = held_out.reshape(*held_out.shape[:2], -1)[..., order].reshape(held_out.shape)
+    scrambled = sample_quality(shuffled, real, seed=0)["score"]
+    assert working < 0.5
     assert working < partial < zeros
-    assert zeros > 3 * working and constant > 3 * working and noise > 3 * working
+    assert min(zeros, constant, noise, scrambled) > 3 * working + 1
     assert sample_quality(held_out, real, seed=0) == sample_quality(held_out, real, seed=0)
 
 
@@ -255,3 +338,20 @@ def test_cli_trains_on_an_independent_file_and_refuses_a_broken_one(tmp_path):
     assert refused.stderr.strip().count("\n") == 0 and "Traceback" not in refused.stderr
     assert "38" in refused.stderr and "broken.h5" in refused.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_background_rejection_at_fixed_signal_efficiency():
+    """1/ε_bkg of the cut keeping 80 % of the signal: 1.25 for a score that cannot tell the
+    classes apart, large for one that can, bounded by the background count when none pass."""
+    from trainables.loop import rejection_at_efficiency
+
+    rng = np.random.default_rng(0)
+    blind = rng.uniform(size=20000)
+    is_signal = rng.uniform(size=20000) < 0.5
+    assert rejection_at_efficiency(blind, is_signal) == pytest.approx(1.25, rel=0.03)
+    shifted = blind + 0.5 * is_signal  # signal in [0.5, 1.5]: the 80 % cut sits at 0.7
+    assert rejection_at_efficiency(shifted, is_signal) == pytest.approx(1 / 0.3, rel=0.03)
+    separated = is_signal.astype(float)
+    assert rejection_at_efficiency(separated, is_signal) == (~is_signal).sum()
+    assert rejection_at_efficiency(shifted, is_signal, 0.5) > rejection_at_efficiency(
+        shifted, is_signal, 0.9)

@@ -4,7 +4,10 @@
   so a φ-rolled input gives the φ-rolled output (the seed's ``custom_layers.Wrap``).
 - :class:`EtmissCNN` predicts either the hard-scatter E_T image (``target=image``; MET is then
   computed from it, each bin contributing E_T·(−cos φ, −sin φ)) or the MET vector directly
-  (``target=met``: global pooling and a linear layer).
+  (``target=met``: :class:`PolarMetHead` predicts per bin a radial and a tangential transverse
+  energy in that bin's own frame and sums them with the bin's (−cos φ, −sin φ) and
+  (sin φ, −cos φ); so a φ-rolled event gives the rotated MET, as the physics does. A head that
+  pools over φ first cannot tell where the energy is and cannot beat predicting zero).
 - The ``met`` kind trains on the mean squared error of the two MET components; augmentation
   rolls φ by a random number of bins (rotating the target MET with it) and flips η.
   Objective ``<split>_met_resolution``: the RMS of the E_x^miss, E_y^miss residuals (GeV);
@@ -63,6 +66,24 @@ class Wrap(nn.Module):
         return F.pad(x, (0, 0, self.pad, self.pad), mode="constant", value=0.0)
 
 
+class PolarMetHead(nn.Module):
+    """Features (B, W, η, φ) → MET (B, 2): per-bin radial and tangential E_T (a 1×1
+    convolution), each summed along its bin's own direction, so rolling φ rotates the output."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.per_bin = nn.Conv2d(width, 2, 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        per_phi = self.per_bin(features).sum(-2)  # (B, 2, φ)
+        phi = torch.as_tensor(phi_centres(per_phi.shape[-1]), dtype=per_phi.dtype,
+                              device=per_phi.device)
+        cos, sin = torch.cos(phi), torch.sin(phi)
+        radial, tangential = per_phi[:, 0], per_phi[:, 1]
+        return torch.stack([(-radial * cos + tangential * sin).sum(-1),
+                            (-radial * sin - tangential * cos).sum(-1)], -1)
+
+
 class EtmissCNN(nn.Module):
     """Wrap-padded CNN predicting the hard-scatter image (GeV) or the MET vector (GeV)."""
 
@@ -80,15 +101,14 @@ class EtmissCNN(nn.Module):
         if target == "image":
             self.head: nn.Module = nn.Sequential(Wrap(0), nn.Conv2d(width, 1, 1))
         else:
-            self.head = nn.Sequential(nn.AdaptiveAvgPool2d((4, 1)), nn.Flatten(),
-                                      nn.Linear(width * 4, 2))
+            self.head = PolarMetHead(width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, η, φ) in units of ``input_scale`` → image (B, η, φ) or MET (B, 2), GeV."""
         out = self.head(self.body(x))
         if self.target == "image":
             return F.relu(out[:, 0]) * self.scale
-        return out * self.scale * 10.0
+        return out * self.scale
 
     def met(self, x: torch.Tensor) -> torch.Tensor:
         out = self(x)

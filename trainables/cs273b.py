@@ -15,6 +15,11 @@ phenotype NN and the multimodal NN (FIELD.md §004).
   hidden features, then a head. It may start from the best ``cnn`` and ``pheno_nn``
   checkpoints of earlier searches (``datasets/multimodal.py`` options); their architectures
   then come from those searches and only the head and training settings are searched.
+
+Both auto-encoders have ``probe_codes(x)``, their code as flat features for the downstream
+probe of :mod:`trainables.autoencode` (the spaces' objective): the plain AE's code vector as it
+is; the CAE's code feature map average-pooled to at most ``PROBE_GRID``³ cells per channel
+(see :meth:`SparseCAE.probe_codes`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from torch.nn import functional as F
 
 import trainables.autoencode  # noqa: F401 - registers the 'autoencode' kind
 from datasets.base import DataInfo
+
+#: cells per axis of the pooled CAE code the probe sees
+PROBE_GRID = 4
 
 
 def _norm3d(channels: int, on: bool) -> nn.Module:
@@ -72,6 +80,17 @@ class SparseCAE(nn.Module):
             out = F.interpolate(out, size=x.shape[2:], mode="trilinear", align_corners=False)
         return out
 
+    def probe_codes(self, x: torch.Tensor) -> torch.Tensor:
+        """The code, average-pooled to at most ``PROBE_GRID`` cells per axis, flattened:
+        (B, channels × cells). Pooled rather than flattened whole: a 32³ input's code is
+        ~10⁵-10⁶ numbers per subject for a few hundred subjects (memory, and a probe that can
+        only overfit); a coarse grid rather than one global mean keeps where in the volume the
+        activation lies (the multimodal signal is local atrophy). Leaves ``sparsity_code``
+        alone."""
+        code = self.encoder(x)
+        cells = [min(PROBE_GRID, s) for s in code.shape[2:]]
+        return F.adaptive_avg_pool3d(code, cells).flatten(1)
+
 
 class VolumeAE(nn.Module):
     """Fully connected auto-encoder of flattened volumes."""
@@ -94,6 +113,10 @@ class VolumeAE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x)).view(x.shape[0], *self.shape)
+
+    def probe_codes(self, x: torch.Tensor) -> torch.Tensor:
+        """The code vector (B, code), for the downstream probe."""
+        return self.encoder(x)
 
 
 class VolumeCNN(nn.Module):

@@ -8,7 +8,9 @@ Any space whose ``build`` returns a :class:`GanModule` uses it. Config keys: ``g
 a sigmoid (as in the seeds), so the losses are binary cross-entropies on probabilities.
 
 Evaluation: :func:`trainables.sample_quality.sample_quality` of a fixed, seeded batch of
-generated samples against the split's real samples (``<split>_quality``, lower is better).
+generated samples against a fixed, seeded random reference sample of the split's real ones
+and their class labels where the data has them (``<split>_quality``, lower is better, and its
+parts as ``<split>_<part>``).
 Figures: real samples next to generated ones.
 """
 
@@ -23,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from trainables.loop import Kind, TrialDiverged, fetch, iterate_minibatches, register_kind
-from trainables.sample_quality import sample_quality
+from trainables.sample_quality import reference_indices, reference_labels, sample_quality
 
 EVAL_SAMPLES = 256
 EVAL_SEED = 12345
@@ -161,13 +163,15 @@ class GanKind(Kind):
         return model.generator(z).float().cpu().numpy()
 
     def real_samples(self, data, split: str, cfg, n: int) -> np.ndarray:
-        indices = getattr(data, split)[:n]
-        return data.batch("x", np.sort(indices), cfg)
+        """The split's reference sample: ``n`` events drawn at random with a fixed seed (the
+        same every epoch and trial), not the first indices of the sorted split."""
+        return data.batch("x", reference_indices(getattr(data, split), n, EVAL_SEED), cfg)
 
     def evaluate(self, model, data, split, cfg, ctx):
-        real = model.to_image(self.real_samples(data, split, cfg, EVAL_SAMPLES))
+        indices = reference_indices(getattr(data, split), EVAL_SAMPLES, EVAL_SEED)
+        real = model.to_image(data.batch("x", indices, cfg))
         fake = model.to_image(self.generate(model, len(real), ctx.device))
-        quality = sample_quality(fake, real, seed=EVAL_SEED)
+        quality = sample_quality(fake, real, seed=EVAL_SEED, labels=reference_labels(data, indices))
         return {f"{split}_{k if k != 'score' else 'quality'}": v for k, v in quality.items()}
 
     def figures(self, model, data, cfg, ctx) -> dict[str, bytes]:

@@ -197,12 +197,34 @@ def fetch(data: DataSplits, key: str, idx: np.ndarray, cfg: Mapping[str, Any],
     return to_device(data.batch(key, idx, cfg), device, dtype)
 
 
-def random_flips(xb: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """Flip each image of a (B, C, H, W) batch horizontally and/or vertically at random."""
-    flip_w = torch.from_numpy(rng.random(len(xb)) < 0.5).to(xb.device)
-    flip_h = torch.from_numpy(rng.random(len(xb)) < 0.5).to(xb.device)
-    xb = torch.where(flip_w[:, None, None, None], xb.flip(-1), xb)
-    return torch.where(flip_h[:, None, None, None], xb.flip(-2), xb)
+def flip_image(xb: torch.Tensor, axis: str, channel_map: np.ndarray | None = None
+               ) -> torch.Tensor:
+    """Flip a (B, C, H, W) batch (``axis`` "horizontal": columns, "vertical": rows); with a
+    ``channel_map`` (H, P) of gather indices, row ``r`` of the flipped image takes its channel
+    ``g·P + k`` from channel ``g·P + map[r, k]`` (sensors inside a pixel mirrored with it)."""
+    out = xb.flip(-1 if axis == "horizontal" else -2)
+    if channel_map is None:
+        return out
+    height, per_pixel = channel_map.shape
+    channels = out.shape[1]
+    if channels % per_pixel or height != out.shape[2]:
+        raise ValueError(f"a channel map {channel_map.shape} does not fit images {out.shape[1:]}")
+    groups = np.arange(channels) // per_pixel * per_pixel
+    index = groups[None, :] + channel_map[:, np.arange(channels) % per_pixel]  # (H, C)
+    index = torch.from_numpy(index.T.copy()).to(out.device)[None, :, :, None]
+    return torch.gather(out, 1, index.expand_as(out))
+
+
+def random_flips(xb: torch.Tensor, rng: np.random.Generator,
+                 channel_maps: Mapping[str, np.ndarray] | None = None) -> torch.Tensor:
+    """Flip each image of a (B, C, H, W) batch horizontally and/or vertically at random;
+    ``channel_maps`` (a data set's ``info.extra['flip_channel_maps']``) permutes the channels
+    of each pixel with the flip (see :func:`flip_image`)."""
+    maps = channel_maps or {}
+    for axis in ("horizontal", "vertical"):
+        chosen = torch.from_numpy(rng.random(len(xb)) < 0.5).to(xb.device)
+        xb = torch.where(chosen[:, None, None, None], flip_image(xb, axis, maps.get(axis)), xb)
+    return xb
 
 
 def input_keys(model: nn.Module) -> tuple[str, ...]:
@@ -221,6 +243,25 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+#: Signal efficiency at which ``<split>_rejection_<pair>`` is read (WatChMaL's working point
+#: style: background rejection 1/ε_bkg at a fixed signal efficiency); a data set may set
+#: ``info.extra['rejection_efficiency']``.
+REJECTION_EFFICIENCY = 0.8
+
+
+def rejection_at_efficiency(scores: np.ndarray, positive: np.ndarray,
+                            efficiency: float = REJECTION_EFFICIENCY) -> float:
+    """Background rejection 1/ε_bkg of the cut on ``scores`` that keeps at least
+    ``efficiency`` of the signal (``positive``). Where no background passes, the rejection is
+    bounded by the background count (one passing event), so the value stays finite."""
+    signal, background = np.sort(scores[positive])[::-1], scores[~positive]
+    if len(signal) == 0 or len(background) == 0:
+        return float("nan")
+    cut = signal[max(math.ceil(efficiency * len(signal)) - 1, 0)]
+    passed = float((background >= cut).mean())
+    return 1.0 / max(passed, 1.0 / len(background))
+
+
 class ClassifyKind(Kind):
     """Cross-entropy classification of ``arrays['x']`` into ``arrays['y']``.
 
@@ -232,7 +273,10 @@ class ClassifyKind(Kind):
     Two classes add ``<split>_auc`` (ROC AUC of class 1).
     ``info.extra['roc_pairs']`` (optional): ``(name, signal class, background class)`` triples;
     each adds ``<split>_auc_<name>``, the ROC AUC of p(signal)/(p(signal)+p(background)) on
-    the events of those two classes. Figures: the confusion matrix and those ROC curves.
+    the events of those two classes, and ``<split>_rejection_<name>``, the background rejection
+    1/ε_bkg of that score at a fixed signal efficiency (``info.extra['rejection_efficiency']``,
+    default 0.8; :func:`rejection_at_efficiency`). Figures: the confusion matrix and those ROC
+    curves.
     """
 
     def batch_loss(self, model, data, idx, cfg, rng, ctx):
@@ -245,7 +289,7 @@ class ClassifyKind(Kind):
             shape = (len(idx),) + (1,) * (xb.dim() - 1)
             xb = xb + torch.from_numpy(rng.uniform(0, background, shape)).to(xb)
         if bool(cfg.get("flip_augment", False)) and xb.dim() == 4:
-            xb = random_flips(xb, rng)
+            xb = random_flips(xb, rng, data.info.extra.get("flip_channel_maps"))
         logits = model(xb, *inputs[1:])
         loss = F.cross_entropy(logits.float(), yb)
         l1 = float(cfg.get("l1", 0.0))
@@ -290,6 +334,9 @@ class ClassifyKind(Kind):
             auc = roc_auc(score, labels[mask] == signal)
             if math.isfinite(auc):  # both classes present
                 metrics[f"{split}_auc_{name}"] = auc
+                metrics[f"{split}_rejection_{name}"] = rejection_at_efficiency(
+                    score, labels[mask] == signal,
+                    float(data.info.extra.get("rejection_efficiency", REJECTION_EFFICIENCY)))
                 curves[name] = (score, labels[mask] == signal, auc)
         if split == "val":  # kept for figures() of this epoch
             ctx.scratch["last_eval"] = {"probs": probs, "labels": labels, "curves": curves}

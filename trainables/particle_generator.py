@@ -2,7 +2,8 @@
 
 Faithful to the seed's code (kseuro/particle_generator) as documented in FIELD.md §001:
 
-- **MLP GAN**: generator z → ``n_layers`` blocks (Linear + LeakyReLU 0.2) of width ``n_hidden``
+- **MLP GAN**: generator z → ``n_layers`` blocks (Linear + LeakyReLU ``leaky_slope``) of width
+  ``n_hidden``
   → Linear → Tanh (images in [-1, 1]); discriminator image → the same blocks → Linear →
   Sigmoid; weights N(0, 0.02), biases 0; BCE, one D step per G step (the ``gan`` kind).
   ``p`` is SGD's momentum, as in the seed's optimizer set-up; ``beta`` is Adam's β1 (the seed
@@ -10,7 +11,11 @@ Faithful to the seed's code (kseuro/particle_generator) as documented in FIELD.m
   blocks is an addition (0 in the seed).
 - **MLP AE**: encoder image → widths ``base·2^i`` (i < ``n_layers``, widest first; base 128 for
   images up to 28×28, else 256) → Linear → ``l_dim`` (no activation); decoder the mirror →
-  Linear → Tanh; LeakyReLU 0.2 between. **Conv AE**: ``n_layers`` blocks (3×3 conv,
+  Linear → Tanh; LeakyReLU ``leaky_slope`` between. The seed's code changed its slope over
+  time (0.2 in its early ``gan.py`` and in ``ae_layers.py``, 0.5 in the later ``layers.py``
+  blocks its G and D share): the slope is searched over {0.2, 0.5}, the seed configurations
+  take 0.5 for the GAN and 0.2 for the AE (their latest code); a configuration without it
+  (an older checkpoint) builds with 0.2. **Conv AE**: ``n_layers`` blocks (3×3 conv,
   LeakyReLU 0.2, 2×2 max-pool) with channels ``depth/2^(n_layers-1) … depth``, then a 3×3 conv to
   ``l_dim`` channels; decoder blocks of bilinear ×2 upsampling, reflection pad, 3×3 conv,
   LeakyReLU, the last with Tanh. MSE loss; Adam(weight decay 1e-5) or SGD(momentum ``p``).
@@ -19,9 +24,10 @@ Faithful to the seed's code (kseuro/particle_generator) as documented in FIELD.m
   training images) by alternating (1) a semi-discrete optimal-transport step: x = G(z),
   j* = argmin_j c(x, y_j) + ψ_j (the paper's rule; the seed code's argmax of c − ψ is a sign
   error), Adam ascent on the dual (loss −mean ψ[j*] + mean ψ, raising ψ of over-assigned
-  targets), (z, j*) pairs kept in a ring buffer of ``mem_size`` batches, stopping once the
-  assignment histogram is near uniform; and (2) a fit step regressing G(z) onto y[j*] over the
-  buffered pairs (L1 or squared L2 cost, as ``cost`` says).
+  targets), (z, j*) pairs kept in a ring buffer of ``mem_size`` batches (the paper's memory:
+  batches, not targets), stopping once the buffer is full and its assignment histogram is near
+  uniform (or after max(targets, ``mem_size``) iterations); and (2) a fit step regressing G(z)
+  onto y[j*], one step per buffered batch (L1 or squared L2 cost, as ``cost`` says).
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from trainables.gan import (
     to_unit,
 )
 from trainables.loop import Kind, TrialDiverged, register_kind
-from trainables.sample_quality import sample_quality
+from trainables.sample_quality import reference_indices, reference_labels, sample_quality
 
 EWM_BATCH = 250  # the seed's EWM launch
 HISTOGRAM_BINS = 100
@@ -88,10 +94,12 @@ def build_mlp_gan(config: Mapping[str, Any], info: DataInfo) -> GanModule:
     """The seed's MLP GAN for images of ``info.input_shape`` (1, H, W)."""
     hidden, layers, z_dim = int(config["n_hidden"]), int(config["n_layers"]), int(config["z_dim"])
     d = image_size(info)
-    generator = nn.Sequential(*mlp([z_dim] + [hidden] * layers, 0.2), nn.Linear(hidden, d),
+    slope = float(config.get("leaky_slope", 0.2))
+    generator = nn.Sequential(*mlp([z_dim] + [hidden] * layers, slope), nn.Linear(hidden, d),
                               nn.Tanh(), ToImage(info.input_shape))
     discriminator = nn.Sequential(nn.Flatten(),
-                                  *mlp([d] + [hidden] * layers, 0.2, float(config.get("dropout", 0))),
+                                  *mlp([d] + [hidden] * layers, slope,
+                                       float(config.get("dropout", 0))),
                                   nn.Linear(hidden, 1), nn.Sigmoid())
     model = GanModule(generator, discriminator, latent_shape=(z_dim,), tanh_output=True)
     normal_init(model)
@@ -101,14 +109,14 @@ def build_mlp_gan(config: Mapping[str, Any], info: DataInfo) -> GanModule:
 class MlpAutoEncoder(nn.Module):
     """The seed's fully connected auto-encoder."""
 
-    def __init__(self, shape: tuple[int, ...], l_dim: int, n_layers: int):
+    def __init__(self, shape: tuple[int, ...], l_dim: int, n_layers: int, slope: float = 0.2):
         super().__init__()
         d = int(np.prod(shape))
         base = 128 if d <= 784 else 256
         widths = [base * 2**i for i in range(n_layers)][::-1]
-        self.encoder = nn.Sequential(nn.Flatten(), *mlp([d] + widths, 0.2),
+        self.encoder = nn.Sequential(nn.Flatten(), *mlp([d] + widths, slope),
                                      nn.Linear(widths[-1], l_dim))
-        self.decoder = nn.Sequential(*mlp([l_dim] + widths[::-1], 0.2), nn.Linear(widths[0], d),
+        self.decoder = nn.Sequential(*mlp([l_dim] + widths[::-1], slope), nn.Linear(widths[0], d),
                                      nn.Tanh(), ToImage(shape))
         self.code_shape: tuple[int, ...] = (l_dim,)
 
@@ -181,7 +189,8 @@ def build_autoencoder(config: Mapping[str, Any], info: DataInfo) -> nn.Module:
         model: nn.Module = ConvAutoEncoder(shape, int(config["l_dim"]), int(config["n_layers"]),
                                            int(config["depth"]))
     else:
-        model = MlpAutoEncoder(shape, int(config["l_dim"]), int(config["n_layers"]))
+        model = MlpAutoEncoder(shape, int(config["l_dim"]), int(config["n_layers"]),
+                               float(config.get("leaky_slope", 0.2)))
     init_output_bias(model, info.extra.get("mean_input"))
     return model
 
@@ -275,8 +284,11 @@ class EwmKind(Kind):
         n = len(codes)
         batch, mem_size, kind = EWM_BATCH, int(cfg["mem_size"]), str(cfg["cost"])
         torch_rng = torch.Generator(device=device).manual_seed(int(rng.integers(2**31)))
-        max_iters = max(50, n // 2)  # the seed's bound on one transport phase
-        mem_size = min(mem_size, max_iters)  # slots a phase can fill
+        # The memory is the paper's: the last ``mem_size`` batches of (z, j*) pairs. The phase
+        # runs until it is full and its assignments are near uniform, at most one iteration
+        # per target (the seed's bound) but never fewer than fill it; the fit then takes one
+        # step per stored batch. So ``mem_size`` sets both phases' length, whatever n is.
+        max_iters = max(n, mem_size)
         buffer_z = torch.empty((mem_size, batch, model.z_dim), device=device)
         buffer_j = torch.empty((mem_size, batch), dtype=torch.long, device=device)
         filled, steps, done, tv = 0, 0, False, 1.0
@@ -288,8 +300,8 @@ class EwmKind(Kind):
             buffer_z[steps % mem_size], buffer_j[steps % mem_size] = z, assign
             steps += 1
             filled = min(filled + 1, mem_size)
-            if steps % 20 == 0:
-                done, tv = self.near_uniform(buffer_j[:filled].flatten().cpu().numpy(), n)
+            if filled == mem_size and (steps - mem_size) % 20 == 0:
+                done, tv = self.near_uniform(buffer_j.flatten().cpu().numpy(), n)
         fit_total = 0.0
         for slot in rng.permutation(filled):
             with ctx.autocast():
@@ -301,6 +313,7 @@ class EwmKind(Kind):
             ctx.step(loss, opt["g"])
             fit_total += loss.item()
         return {"train_fit_loss": fit_total / max(filled, 1), "train_ot_iterations": float(steps),
+                "train_fit_steps": float(filled),
                 "train_assignment_tv": tv, "train_ot_converged": float(done)}
 
     @torch.no_grad()
@@ -311,10 +324,10 @@ class EwmKind(Kind):
         return model.images(z).cpu().numpy()
 
     def evaluate(self, model, data, split, cfg, ctx):
-        indices = np.sort(getattr(data, split)[:EVAL_SAMPLES])
+        indices = reference_indices(getattr(data, split), EVAL_SAMPLES, EVAL_SEED)
         real = to_unit(data.batch("x", indices, cfg))
         fake = to_unit(self.generate(model, len(indices), ctx.device))
-        quality = sample_quality(fake, real, seed=EVAL_SEED)
+        quality = sample_quality(fake, real, seed=EVAL_SEED, labels=reference_labels(data, indices))
         out = {f"{split}_{k if k != 'score' else 'quality'}": v for k, v in quality.items()}
         if not all(math.isfinite(v) for v in out.values()):
             raise TrialDiverged("generated images are not finite")
