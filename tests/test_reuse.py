@@ -214,8 +214,10 @@ def test_space_file_errors_name_the_problem(tiny_data, params, message):
 def test_narrowed_space_samples_inside_and_survives_tune_checkpoints(tiny_data):
     import optuna
 
+    # A stage's stride is bounded by its kernel: stride 4-5 needs a kernel of at least 5.
     space = narrowed(tiny_data, {"n_stages": 3, "lr": {"low": "2e-4", "high": 4e-4},
                                  "batch_size": {"choices": [128, 512]},
+                                 "stages/0/kernel": {"low": 5, "high": 21},
                                  "stages/0/stride": {"low": 4, "high": 5}})
     suggest = pickle.loads(pickle.dumps(space.suggest))  # as Tune's searcher checkpoint does
     info = tiny_data("xrd").info
