@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.errors import BadInput
+from common.paths import temp_file_beside
 from tracking.record import SearchRecord
 from tracking.state import state_path
 
@@ -40,7 +41,6 @@ def export_finished(storage: str, experiment: str, path: str | Path) -> Path | N
 def write_best(storage: str, experiment: str, path: str | Path) -> Path:
     """Write the best configuration of ``experiment`` to ``path`` (atomically)."""
     import os
-    import tempfile
 
     import yaml
 
@@ -62,7 +62,7 @@ def write_best(storage: str, experiment: str, path: str | Path) -> Path:
                  "samples": settings.get("samples"), "seed": settings.get("seed", 0)},
         "config": record["config"],
     }
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file_beside(path, ".tmp")
     with os.fdopen(fd, "w") as f:
         f.write(HEADER.format(file=path.name))
         yaml.safe_dump(doc, f, sort_keys=False)

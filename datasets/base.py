@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import DataError
+from common.paths import temp_file_beside
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: Images for models with a tanh output are mapped to [-TANH_RANGE, TANH_RANGE], not [-1, 1]:
@@ -133,7 +133,7 @@ def atomic_h5(path: str | os.PathLike[str]) -> Iterator[Any]:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
+    fd, tmp = temp_file_beside(path, ".part")
     os.close(fd)
     try:
         with h5py.File(tmp, "w", locking=False) as f:

@@ -63,3 +63,26 @@ def test_file_being_written_elsewhere_is_named_not_called_damaged(tmp_path):
         writer.kill()
         writer.wait()
     assert get_dataset("calo").prepare(str(path), 0, 0, {}) == str(path)
+
+
+@pytest.mark.parametrize("umask", [0o002, 0o022, 0o077])
+def test_cache_and_state_files_honour_the_umask(tmp_path, umask):
+    """Files written through a temporary file and a rename (the HDF5 cache, the experiment
+    state) get the mode an ordinary ``open`` gives: group members sharing a cache or storage
+    can read them unless the umask says otherwise (mkstemp alone would make them 0600)."""
+    import os
+
+    from datasets.base import atomic_h5
+    from tracking.state import write_json_atomic
+
+    old = os.umask(umask)
+    try:
+        with atomic_h5(tmp_path / "cache.h5") as f:
+            f.create_dataset("x", data=np.arange(3))
+        write_json_atomic(tmp_path / "state.json", {"a": 1})
+        write_json_atomic(tmp_path / "state.json", {"a": 2})  # replaces an existing file
+    finally:
+        os.umask(old)
+    expected = 0o666 & ~umask
+    for name in ("cache.h5", "state.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == expected, name

@@ -6,9 +6,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from common.paths import temp_file_beside
 
 STATE_DIR = ".scitune"
 
@@ -32,7 +33,7 @@ def write_json_atomic(path: str | os.PathLike[str], payload: dict[str, Any]) -> 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file_beside(path, ".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(payload, f, indent=1, sort_keys=True)
