@@ -503,7 +503,8 @@ def markdown(report: dict[str, Any]) -> str:
     """The report as a Markdown table (one row per check)."""
     lines = [f"GPU check, {report['started']}: {report['device']}, torch {report['torch']}, "
              f"CUDA {report['cuda']}, driver {report['driver']}, commit {report['commit'][:8]}"
-             f"{' (CPU dry run)' if report['dry_run'] else ''}; {report['seconds']:.0f} s",
+             f"{' (CPU dry run)' if report['dry_run'] else ''}; {report['seconds']:.0f} s"
+             f"{'' if report.get('complete', True) else ' (cut short: later checks did not run)'}",
              "", "| check | measured | target | result |", "| --- | --- | --- | --- |"]
     for check in report["checks"]:
         measured = "; ".join(f"{k} {json.dumps(v, ensure_ascii=False)}"
@@ -543,7 +544,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="folder for gpu_check.json and gpu_check.md (bench/gpu_check_out)")
     p.add_argument("--work", default=None,
                    help="folder for the checks' searches, MLflow and logs (a new temp folder)")
+    p.add_argument("--only", default=None, metavar="NAMES",
+                   help="comma-separated checks to run (e.g. 'precision,model on cpu' to rerun "
+                        "what failed; 'model on cpu' needs 'precision'); default: all of "
+                        + ", ".join(name for name, _ in CHECKS))
     args = p.parse_args(argv)
+    selected = [name for name, _ in CHECKS]
+    if args.only:
+        wanted = [name.strip() for name in args.only.split(",") if name.strip()]
+        unknown = [name for name in wanted if name not in selected]
+        if unknown or not wanted:
+            print(f"error: --only: unknown check(s) {unknown or args.only!r}; choose from "
+                  f"{', '.join(selected)}", file=sys.stderr)
+            return 2
+        selected = wanted
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import torch
@@ -562,7 +576,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = "cpu (dry run)" if args.cpu_dry_run else torch.cuda.get_device_name()
     print(f"GPU check on {device}: work folder {work}", flush=True)
     checks: list[Check] = []
+
+    def write_report(done: bool) -> dict[str, Any]:
+        # Written after every check too, so a run cut short (a time limit) keeps what it measured.
+        seconds = time.perf_counter() - started
+        report = {"started": started_at, "device": device, "dry_run": args.cpu_dry_run,
+                  "complete": done, "seconds": round(seconds, 1), "work": str(work),
+                  "sizes": asdict(sizes), "only": selected, **env,
+                  "checks": [asdict(c) for c in checks]}
+        (out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out / "gpu_check.md").write_text(markdown(report))
+        return report
+
+    started_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    env = environment()
     for name, fn in CHECKS:
+        if name not in selected:
+            continue
         check = Check(name)
         t0 = time.perf_counter()
         print(f"[{time.perf_counter() - started:5.0f} s] {name} ...", flush=True)
@@ -577,6 +607,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         checks.append(check)
         verdict = {True: "pass", False: f"FAIL ({check.reason})", None: "ran"}[check.passed]
         print(f"[{time.perf_counter() - started:5.0f} s] {name}: {verdict}", flush=True)
+        write_report(done=False)
     seconds = time.perf_counter() - started
     timing = Check("time", measured={"seconds": round(seconds, 1)},
                    target=f"<= {TIME_LIMIT_S:.0f} s on one GPU")
@@ -584,11 +615,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         timing.passed = seconds <= TIME_LIMIT_S
         timing.reason = "" if timing.passed else f"took {seconds:.0f} s"
     checks.append(timing)
-    report = {"started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "device": device,
-              "dry_run": args.cpu_dry_run, "seconds": round(seconds, 1), "work": str(work),
-              "sizes": asdict(sizes), **environment(), "checks": [asdict(c) for c in checks]}
-    (out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "gpu_check.md").write_text(markdown(report))
+    report = write_report(done=True)
     print(markdown(report))
     print(f"wrote {out / 'gpu_check.json'} and {out / 'gpu_check.md'}")
     failed = [c for c in checks if c.passed is False]
