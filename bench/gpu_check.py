@@ -108,17 +108,21 @@ def require(condition: bool, reason: str) -> None:
 
 
 class GpuSampler:
-    """Samples ``nvidia-smi`` in a thread: GPU utilisation (%) and memory, and how many
-    processes hold memory on the GPU. Empty where ``nvidia-smi`` is absent (dry run)."""
+    """Samples the GPU from outside this process: utilisation (%) from one long-lived
+    ``nvidia-smi --loop-ms`` process (started once, so the measured process never forks while
+    it is timed) and, with ``apps``, how many processes hold memory on the GPU (polled from a
+    thread; for the checks that are not timed). Empty where ``nvidia-smi`` is absent."""
 
-    def __init__(self, period_s: float = 0.25):
+    def __init__(self, period_s: float = 0.25, apps: bool = True):
         self.period_s = period_s
+        self.apps = apps
         self.utilisation: list[float] = []
         self.processes: list[int] = []
         self.pids: set[str] = set()
         self.available = shutil.which("nvidia-smi") is not None
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._stream: subprocess.Popen | None = None
 
     def _query(self, what: str, fields: str) -> list[list[str]]:
         try:
@@ -130,28 +134,48 @@ class GpuSampler:
         return [[cell.strip() for cell in line.split(",")] for line in out.splitlines()
                 if line.strip()]
 
-    def _run(self) -> None:
+    def _read_utilisation(self) -> None:
+        assert self._stream is not None and self._stream.stdout is not None
+        for line in self._stream.stdout:
+            try:
+                self.utilisation.append(float(line.split(",")[0]))
+            except ValueError:
+                pass
+
+    def _poll_apps(self) -> None:
         while not self._stop.is_set():
-            for row in self._query("gpu", "utilization.gpu"):
-                try:
-                    self.utilisation.append(float(row[0]))
-                except ValueError:
-                    pass
             apps = [row for row in self._query("compute-apps", "pid,used_memory") if row]
             self.processes.append(len(apps))
             self.pids.update(row[0] for row in apps)
             self._stop.wait(self.period_s)
 
     def __enter__(self) -> GpuSampler:
-        if self.available:
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
+        if not self.available:
+            return self
+        try:
+            self._stream = subprocess.Popen(
+                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                 f"--loop-ms={max(int(self.period_s * 1000), 50)}"],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            self._threads.append(threading.Thread(target=self._read_utilisation, daemon=True))
+        except OSError:
+            self._stream = None
+        if self.apps:
+            self._threads.append(threading.Thread(target=self._poll_apps, daemon=True))
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        if self._stream is not None:
+            self._stream.terminate()
+            try:
+                self._stream.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._stream.kill()
+        for thread in self._threads:
+            thread.join(timeout=10)
 
     def summary(self) -> dict[str, Any]:
         import numpy as np
@@ -275,6 +299,7 @@ class Runner:
                         f"samples/s >= {PARITY_TARGET}, median of rounds, fp32 and bf16")
         results = {}
         utilisation: list[float] = []
+        bare_utilisation: list[float] = []
         sampled: dict[str, Any] = {}
         for precision in ("fp32", "bf16"):
             legs: dict[str, Callable[[], int]] = {
@@ -293,16 +318,18 @@ class Runner:
                 # ABC, CBA, ...: each loop runs as often first as last (drift hits all alike)
                 order = list(legs.items()) if round_ % 2 == 0 else list(legs.items())[::-1]
                 for name, fn in order:
-                    sampler = GpuSampler(period_s=0.2) if name == "platform" else None
-                    start = time.perf_counter()
-                    if sampler is not None:
-                        with sampler:
-                            seen = fn()
+                    # every leg under the same sampler (a separate nvidia-smi process started
+                    # before the clock), so sampling weighs on each leg alike
+                    with GpuSampler(period_s=0.1, apps=False) as sampler:
+                        start = time.perf_counter()
+                        seen = fn()
+                        took = time.perf_counter() - start
+                    rates[name].append(seen / took)
+                    if name == "platform":
                         utilisation.extend(sampler.utilisation)
                         sampled = sampler.summary()
-                    else:
-                        seen = fn()
-                    rates[name].append(seen / (time.perf_counter() - start))
+                    elif name == "bare":
+                        bare_utilisation.extend(sampler.utilisation)
                 for name in ratios:
                     ratios[name].append(rates[name][-1] / rates["bare"][-1])
             results[precision] = {
@@ -317,6 +344,9 @@ class Runner:
                 float(np.mean(utilisation)), 1)
             check.measured["gpu_util_during_platform_median_pct"] = round(
                 float(np.median(utilisation)), 1)
+        if bare_utilisation:
+            check.measured["gpu_util_during_bare_mean_pct"] = round(
+                float(np.mean(bare_utilisation)), 1)
         elif "nvidia_smi" in sampled:
             check.measured["gpu_util_during_platform"] = "nvidia-smi absent"
         if not self.dry_run:

@@ -69,3 +69,56 @@ def test_fit_returns_the_trained_model_and_keeps_the_config_clean(tiny_data):
     assert config == before
     x = torch.from_numpy(data.batch("x", np.sort(data.val[:2]), config))
     assert fitted.model.eval()(x).shape == (2, data.info.num_classes)
+
+
+@pytest.mark.parametrize("check_each_step", [True, False])
+def test_a_nan_loss_ends_the_epoch_whether_checked_per_step_or_per_epoch(tiny_data,
+                                                                          check_each_step):
+    """On the CPU each step's loss is tested at once; on an accelerator (``check_each_step``
+    False, so that no step waits for the device) the epoch's summed loss is tested at its end.
+    Either way a NaN loss ends the trial as diverged, and the statistics kept as tensors
+    average to the same epoch metrics as per-step floats."""
+    from trainables.loop import ClassifyKind, TrialDiverged
+
+    space = registry()["resnet1d"]
+    data = tiny_data(space.dataset)
+    config = dict(space.seed_config, batch_size=8)
+    steps: list[int] = []
+
+    class PoisonedKind(ClassifyKind):
+        def batch_loss(self, model, data, idx, cfg, rng, ctx):
+            loss, stats = super().batch_loss(model, data, idx, cfg, rng, ctx)
+            steps.append(len(idx))
+            return (loss * float("nan") if len(steps) == 2 else loss), stats
+
+    kind = PoisonedKind()
+    model = space.build(config, data.info)
+    ctx = StepContext.create("cpu")
+    ctx.check_each_step = check_each_step
+    with pytest.raises(TrialDiverged, match="training loss became nan"):
+        kind.train_epoch(model, data, kind.make_optimizer(model, config), config,
+                         np.random.default_rng(0), ctx)
+    batches = sum(min(8, len(data.train) - s) >= 2 for s in range(0, len(data.train), 8))
+    assert len(steps) == (2 if check_each_step else batches), steps
+
+    # tensor statistics (summed on the device) give the epoch means floats would
+    ctx = StepContext.create("cpu")
+    ctx.check_each_step = check_each_step
+    torch.manual_seed(0)
+    model = space.build(config, data.info)
+    floats: list[tuple[int, dict[str, float]]] = []
+
+    class RecordingKind(ClassifyKind):
+        def batch_loss(self, model, data, idx, cfg, rng, ctx):
+            loss, stats = super().batch_loss(model, data, idx, cfg, rng, ctx)
+            floats.append((len(idx), {k: float(v) for k, v in stats.items()}))
+            return loss, stats
+
+    kind = RecordingKind()
+    metrics = kind.train_epoch(model, data, kind.make_optimizer(model, config), config,
+                               np.random.default_rng(0), ctx)
+    seen = sum(n for n, _ in floats)
+    for key in ("train_loss", "train_top1"):
+        expected = sum(n * stats[key] for n, stats in floats) / seen
+        assert metrics[key] == pytest.approx(expected, rel=1e-5)
+        assert isinstance(metrics[key], float)

@@ -207,7 +207,7 @@ class MetKind(Kind):
             if rng.random() < 0.5:
                 x = x.flip(-2)  # η → −η leaves MET unchanged
         loss = F.mse_loss(model.met(x).float(), met)
-        return loss, {"train_loss": loss.item()}
+        return loss, {"train_loss": loss.detach()}
 
     @torch.no_grad()
     def predict(self, model, data, indices, cfg, ctx) -> tuple[np.ndarray, np.ndarray]:

@@ -159,7 +159,7 @@ class AutoEncodeKind(Kind):
         l1 = float(cfg.get("l1", 0.0))
         if l1 > 0:
             loss = loss + l1 * l1_penalty(model)
-        return loss, {"train_recon_loss": recon.item()}
+        return loss, {"train_recon_loss": recon.detach()}
 
     @torch.no_grad()
     def evaluate(self, model, data, split, cfg, ctx):

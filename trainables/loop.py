@@ -46,6 +46,9 @@ class StepContext:
     precision: str = "fp32"
     scaler: Any = None  # torch.amp.GradScaler for fp16
     scratch: dict[str, Any] = field(default_factory=dict)
+    #: test every step's loss for NaN/inf at once (CPU); False on an accelerator, where the
+    #: test would make each step wait for the device: the epoch's loss sum is tested instead
+    check_each_step: bool = True
 
     @classmethod
     def create(cls, device: str | torch.device, precision: str = "fp32") -> StepContext:
@@ -54,7 +57,8 @@ class StepContext:
             raise ValueError(f"precision {precision!r} not in {sorted(PRECISIONS)}")
         device = torch.device(device)
         scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-        return cls(device=device, precision=precision, scaler=scaler)
+        return cls(device=device, precision=precision, scaler=scaler,
+                   check_each_step=device.type == "cpu")
 
     def autocast(self):
         """Mixed-precision context of this precision (a no-op for fp32)."""
@@ -95,28 +99,42 @@ class Kind:
                    cfg: Mapping[str, Any], rng: np.random.Generator, ctx: StepContext
                    ) -> tuple[torch.Tensor, Metrics]:
         """The training loss of batch ``idx`` and per-sample-averaged statistics to report
-        (e.g. ``{"train_loss": ...}``); runs under autocast."""
+        (e.g. ``{"train_loss": ...}``); runs under autocast. A statistic may be a float or a
+        detached 0-d tensor: tensors are summed on the device and read once per epoch, so a
+        GPU step need not wait for the GPU (``.item()`` in every step would)."""
         raise NotImplementedError(f"{type(self).__name__} must define batch_loss or train_epoch")
 
     def train_epoch(self, model: nn.Module, data: DataSplits, opt: Any,
                     cfg: Mapping[str, Any], rng: np.random.Generator, ctx: StepContext
                     ) -> Metrics:
-        """One pass over the train split; returns the epoch's training metrics."""
+        """One pass over the train split; returns the epoch's training metrics.
+
+        A non-finite loss ends the trial (:class:`TrialDiverged`): on the CPU at that step; on
+        an accelerator at the end of the epoch, from the sum of the epoch's losses kept on the
+        device, so that no step waits for the device to answer."""
         model.train()
-        totals: dict[str, float] = {}
+        totals: dict[str, Any] = {}
         seen = 0
+        per_step_check = ctx.check_each_step
+        loss_sum: torch.Tensor | None = None
         for idx in iterate_minibatches(data.train, int(cfg["batch_size"]), rng):
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
             with ctx.autocast():
                 loss, stats = self.batch_loss(model, data, idx, cfg, rng, ctx)
-            if not torch.isfinite(loss):
-                raise TrialDiverged(f"training loss became {loss.item()}")
+            if per_step_check:
+                if not torch.isfinite(loss):
+                    raise TrialDiverged(f"training loss became {loss.item()}")
+            else:
+                detached = loss.detach().float()
+                loss_sum = detached if loss_sum is None else loss_sum + detached
             ctx.step(loss, opt)
             for key, value in stats.items():
                 totals[key] = totals.get(key, 0.0) + value * len(idx)
             seen += len(idx)
-        return {key: value / max(seen, 1) for key, value in totals.items()}
+        if loss_sum is not None and not torch.isfinite(loss_sum):
+            raise TrialDiverged(f"training loss became {loss_sum.item()} in this epoch")
+        return {key: float(value) / max(seen, 1) for key, value in totals.items()}
 
     def evaluate(self, model: nn.Module, data: DataSplits, split: str,
                  cfg: Mapping[str, Any], ctx: StepContext) -> Metrics:
@@ -295,8 +313,8 @@ class ClassifyKind(Kind):
         l1 = float(cfg.get("l1", 0.0))
         if l1 > 0:
             loss = loss + l1 * sum(p.abs().sum() for p in model.parameters() if p.dim() > 1)
-        correct = (logits.argmax(-1) == yb).sum().item()
-        return loss, {"train_loss": loss.item(), "train_top1": correct / len(idx)}
+        correct = (logits.argmax(-1) == yb).sum()
+        return loss, {"train_loss": loss.detach(), "train_top1": correct / len(idx)}
 
     @torch.no_grad()
     def predict(self, model, data, indices, cfg, ctx) -> tuple[np.ndarray, np.ndarray]:
