@@ -110,6 +110,7 @@ def _train(args: argparse.Namespace, doc: Mapping[str, Any], space: Any, config:
 
     from tracking.model_export import log_model
     from tracking.store import RUN_KIND_TAG, git_commit, open_mlflow_experiment
+    from trainables.figures import as_png
     from trainables.loop import FIGURES_KEY, FitSettings, StepContext, TrialDiverged, fit, get_kind
 
     source = doc.get("source") or {}
@@ -136,7 +137,7 @@ def _train(args: argparse.Namespace, doc: Mapping[str, Any], space: Any, config:
           f"MLflow {uri} (experiment {name!r}, run {run_id})")
     sys.stdout.flush()
 
-    figures: dict[str, bytes] = {}
+    figures: dict[str, Any] = {}  # name → PNG bytes or a deferred Picture
     started = time.perf_counter()
 
     def report(metrics: dict[str, float], state: dict[str, Any]) -> None:
@@ -145,7 +146,7 @@ def _train(args: argparse.Namespace, doc: Mapping[str, Any], space: Any, config:
         client.log_batch(run_id, metrics=[Metric(k, float(v), now, epoch)
                                           for k, v in metrics.items() if math.isfinite(v)])
         if state.get(FIGURES_KEY):
-            figures.update(state[FIGURES_KEY])
+            figures.update(state[FIGURES_KEY])  # drawn when logged (deferred ones too)
         print(f"epoch {epoch}/{args.max_epochs}  {space.metric} {metrics[space.metric]:.4f}  "
               f"({metrics['epoch_seconds']:.1f} s, {time.perf_counter() - started:.0f} s total)")
         sys.stdout.flush()
@@ -170,8 +171,8 @@ def _train(args: argparse.Namespace, doc: Mapping[str, Any], space: Any, config:
                                       for k, v in test.items() if math.isfinite(v)])
     if figures:
         with tempfile.TemporaryDirectory() as tmp:
-            for fig_name, png in figures.items():
-                Path(tmp, f"{fig_name}.png").write_bytes(png)
+            for fig_name, picture in figures.items():
+                Path(tmp, f"{fig_name}.png").write_bytes(as_png(picture))
             client.log_artifacts(run_id, tmp, artifact_path="figures")
     mlflow.set_tracking_uri(uri)
     model_uri = log_model(run_id, model, data, config)

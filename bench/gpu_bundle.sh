@@ -55,10 +55,17 @@ PLATFORM_ARGS=(--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64
                --platform manylinux2014_x86_64)
 TARGET_ARGS=(--python-version "$PYVER" --implementation cp --only-binary=:all: "${PLATFORM_ARGS[@]}")
 
-# Not for the GPU check: torch is the image's own CUDA build (never bundled), the Optuna
-# dashboard is a UI for a person, pymatgen serves the XRD generator's structure mode and its
-# checks, which the GPU check does not use.
+# Not resolved with the rest: torch is the image's own CUDA build (never bundled), the Optuna
+# dashboard is a UI for a person; pymatgen's full closure cannot be resolved from wheels
+# alone (bibtexparser 1.x is an sdist) and pulls plotly, so it comes in step 3c instead.
 SKIP_REQUIREMENTS="torch optuna-dashboard pymatgen"
+# Step 3c: pymatgen and what importing pymatgen.core needs beyond the image's packages (the
+# XRD generator builds every simulated pattern's crystal with it, and spglib names its
+# lattice), installed without their dependencies; plotly and bibtexparser are left out
+# (plots and citations, which the platform never imports). Versions as the project's
+# resolution picks them for Python 3.11 (pymatgen's own pin is read from pyproject.toml).
+PYMATGEN_SET="pymatgen-core==2026.10.16 spglib==2.8.0 monty==2026.10.21 ruamel.yaml==0.19.1
+              uncertainties==3.2.3 palettable==3.3.3 orjson==3.13.0"
 # Imported at run time but only named in an optional extra of pyproject.toml.
 EXTRA_REQUIREMENTS="psutil"
 
@@ -226,6 +233,22 @@ if find "$STAGE" -maxdepth 1 -name '*.pth' | grep -q .; then
 fi
 [ ! -e "$STAGE/google/__init__.py" ] || die "$STAGE/google/__init__.py would shadow the image's google.protobuf"
 
+# --- 3c. pymatgen, without plotly and bibtexparser ------------------------------------------
+pymatgen_pin=$("$PY" -c 'import tomllib; print(next(d for d in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"] if d.replace(" ", "").lower().startswith("pymatgen=")))')
+log "pymatgen for the XRD generator: $pymatgen_pin and $(echo $PYMATGEN_SET)"
+# shellcheck disable=SC2086  # a list of requirement specifiers
+pip_ download --quiet --no-deps -d "$WHEELS" "${TARGET_ARGS[@]}" \
+    --platform manylinux_2_27_x86_64 "$pymatgen_pin" $PYMATGEN_SET \
+    || die "pymatgen's wheels could not be downloaded (pip says why above)"
+# shellcheck disable=SC2086
+pip_ install --quiet --no-deps --no-index --find-links "$WHEELS" --no-compile --target "$STAGE" \
+    "${TARGET_ARGS[@]}" --platform manylinux_2_27_x86_64 "$pymatgen_pin" $PYMATGEN_SET \
+    || die "pymatgen's wheels could not be installed (pip says why above)"
+: >"$OUT/pymatgen.files"
+for spec in "$pymatgen_pin" $PYMATGEN_SET; do
+    echo "${spec%%==*} ${spec##*==}" >>"$OUT/pymatgen.files"
+done
+
 # --- 3b. fallbacks ------------------------------------------------------------------------
 # The image's versions are unknown. Where a bundled package needs a newer version of one the
 # image has, the import fails there, with no network to fix it (e.g. pydantic-core imports
@@ -263,6 +286,10 @@ manifest, stage = json.load(open(sys.argv[1])), Path(sys.argv[2])
 kept = {p.name for p in (stage / "_fallback").iterdir()} if (stage / "_fallback").is_dir() else set()
 versions = dict(n.split("==", 1) for n in manifest["resolved_on_image"])
 manifest["fallbacks"] = {norm(n): v for n, v in versions.items() if norm(n) in kept}
+extra = Path(sys.argv[1]).parent / "pymatgen.files"  # step 3c's, installed without deps
+if extra.exists():
+    manifest["bundled"] += [{"name": n, "version": v, "wheel": "(step 3c, no deps)"}
+                            for n, v in (line.split() for line in extra.read_text().splitlines())]
 (stage / "_scitune_bundle.json").write_text(json.dumps(manifest, indent=1) + "\n")
 EOF
 before_kib=$(du -sk "$STAGE" | cut -f1)
@@ -303,6 +330,7 @@ if [ -n "${GPU_BUNDLE_TEST_PYTHON:-}" ]; then
     PYTHONPATH="$STAGE:$PWD" "$GPU_BUNDLE_TEST_PYTHON" -c "
 import ray, ray.tune, ray.train, ray.tune.search.optuna, ray.tune.schedulers
 import ray.tune.integration.ray_train, optuna, cmaes, mlflow, mlflow.tracking, sqlalchemy, alembic
+import pymatgen.core, spglib
 print('ray', ray.__version__, 'optuna', optuna.__version__, 'mlflow', mlflow.__version__)"
 fi
 

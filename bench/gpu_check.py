@@ -533,6 +533,7 @@ def markdown(report: dict[str, Any]) -> str:
     """The report as a Markdown table (one row per check)."""
     lines = [f"GPU check, {report['started']}: {report['device']}, torch {report['torch']}, "
              f"CUDA {report['cuda']}, driver {report['driver']}, commit {report['commit'][:8]}"
+             f" (sources {report.get('source_sha256', '?')})"
              f"{' (CPU dry run)' if report['dry_run'] else ''}; {report['seconds']:.0f} s"
              f"{'' if report.get('complete', True) else ' (cut short: later checks did not run)'}",
              "", "| check | measured | target | result |", "| --- | --- | --- | --- |"]
@@ -563,7 +564,23 @@ def environment() -> dict[str, str]:
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return {"torch": torch.__version__, "cuda": str(torch.version.cuda), "driver": driver,
-            "commit": commit or "unknown"}
+            "commit": commit or "unknown", "source_sha256": source_digest()}
+
+
+def source_digest() -> str:
+    """sha256 over the project's Python files (path and content, sorted): names the code that
+    ran even where the copy's ``.git`` lags its working tree (a GPU machine sent a checkout's
+    files). ``python bench/gpu_check.py --digest`` prints it for the code here."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(REPO.glob("*.py")) + sorted(
+            p for folder in ("search_spaces", "trainables", "datasets", "search", "tracking",
+                             "analysis", "common", "bench") for p in (REPO / folder).rglob("*.py")):
+        if "__pycache__" in path.parts:
+            continue
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -578,7 +595,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="comma-separated checks to run (e.g. 'precision,model on cpu' to rerun "
                         "what failed; 'model on cpu' needs 'precision'); default: all of "
                         + ", ".join(name for name, _ in CHECKS))
+    p.add_argument("--digest", action="store_true",
+                   help="print the digest of the project's Python files (as the report's "
+                        "source_sha256) and exit")
     args = p.parse_args(argv)
+    if args.digest:
+        print(source_digest())
+        return 0
     selected = [name for name, _ in CHECKS]
     if args.only:
         wanted = [name.strip() for name in args.only.split(",") if name.strip()]

@@ -125,6 +125,7 @@ echo "PYTHONPATH=$PYTHONPATH"
 
 "$PY" -c '
 import sys, torch, ray, optuna, mlflow
+import pymatgen.core, spglib  # the XRD generator (every check simulates patterns)
 print(f"python {sys.version.split()[0]}  torch {torch.__version__}  ray {ray.__version__}  "
       f"optuna {optuna.__version__}  mlflow {mlflow.__version__}  "
       f"cuda available: {torch.cuda.is_available()}")

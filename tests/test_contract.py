@@ -16,7 +16,7 @@ import torch
 
 from search_spaces import registry
 from trainables.checkpoint import load_state, save_state
-from trainables.loop import FitSettings, fit, input_keys
+from trainables.loop import FIGURES_KEY, FitSettings, fit, input_keys
 
 SPACES = sorted(registry())
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -121,6 +121,16 @@ def test_one_epoch_reports_objective_and_checkpoint_round_trips(name, tiny_data,
 
     save_state(state, str(tmp_path))
     restored = load_state(str(tmp_path))
+    # the epoch's pictures (drawn in the trial or deferred) come back from the checkpoint
+    # folder as the driver reads them, and draw as PNG
+    from ray.train import Checkpoint
+
+    from tracking.tracker import read_figures
+    from trainables.figures import as_png
+
+    pictures = read_figures(Checkpoint.from_directory(str(tmp_path)))
+    assert set(pictures) == {f"{n}.png" for n in state.get(FIGURES_KEY) or {}}
+    assert all(as_png(p).startswith(b"\x89PNG\r\n\x1a\n") for p in pictures.values())
     model = space.build(trainable_seed_config(space), data.info)
     model.load_state_dict(restored["model"])
     original = space.build(trainable_seed_config(space), data.info)

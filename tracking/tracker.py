@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import queue
+import sys
 import tempfile
 import threading
 import time
@@ -246,10 +247,18 @@ class MlflowTracker(Callback):
             step = int((trial.last_result or {}).get("epoch", 0))
             self._submit(self._log_figures, self._key(trial), step, pictures)
 
-    def _log_figures(self, key: tuple, step: int, pictures: dict[str, bytes]) -> None:
+    def _log_figures(self, key: tuple, step: int, pictures: dict[str, Any]) -> None:
+        from trainables.figures import as_png
+
         record = self._run_for(*key)
         with tempfile.TemporaryDirectory() as tmp:
-            for name, png in pictures.items():
+            for name, picture in pictures.items():
+                try:  # a deferred picture is drawn here, off the trial's training loop
+                    png = as_png(picture)
+                except Exception as exc:  # noqa: BLE001 - never fail a search over a picture
+                    print(f"warning: picture {name} of epoch {step} not drawn: {exc}",
+                          file=sys.stderr)
+                    continue
                 Path(tmp, name).write_bytes(png)
             self.client.log_artifacts(record["run_id"], tmp, artifact_path=f"figures/epoch_{step:03d}")
 
@@ -262,20 +271,32 @@ class MlflowTracker(Callback):
         self.close()
 
 
-def read_figures(checkpoint: Any) -> dict[str, bytes]:
-    """``figures/*.png`` of a Tune checkpoint (local folder or cloud storage)."""
+def read_figures(checkpoint: Any) -> dict[str, Any]:
+    """``figures/*.png`` of a Tune checkpoint (local folder or cloud storage) as PNG bytes, and
+    its deferred pictures (``*.picture.npz``) as :class:`trainables.figures.Picture`, keyed
+    ``<name>.png``: read now, drawn later (:func:`trainables.figures.as_png`)."""
     from pyarrow import fs as pafs
 
     from trainables.checkpoint import FIGURES_DIR
+    from trainables.figures import PICTURE_SUFFIX, decode_picture
 
     try:
         filesystem, folder = checkpoint.filesystem, f"{checkpoint.path}/{FIGURES_DIR}"
         infos = filesystem.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
         out = {}
         for info in infos:
-            if info.type == pafs.FileType.File and info.path.endswith(".png"):
+            if info.type != pafs.FileType.File:
+                continue
+            if info.path.endswith(".png"):
                 with filesystem.open_input_stream(info.path) as stream:
                     out[info.base_name] = stream.read()
+            elif info.path.endswith(PICTURE_SUFFIX):
+                with filesystem.open_input_stream(info.path) as stream:
+                    blob = stream.read()
+                try:
+                    out[info.base_name[: -len(PICTURE_SUFFIX)] + ".png"] = decode_picture(blob)
+                except (ValueError, KeyError, TypeError) as exc:  # a damaged file: skip it
+                    print(f"warning: {info.path}: not a picture ({exc})", file=sys.stderr)
         return out
     except OSError:  # pictures are a convenience: never fail a search over one
         return {}

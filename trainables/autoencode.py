@@ -217,8 +217,8 @@ class AutoEncodeKind(Kind):
         return probe_auc(train_codes, train_labels, codes, labels)
 
     @torch.no_grad()
-    def figures(self, model, data, cfg, ctx) -> dict[str, bytes]:
-        from trainables.figures import image_grid_png
+    def figures(self, model, data, cfg, ctx) -> dict[str, Any]:
+        from trainables.figures import later
 
         model.eval()
         x = fetch(data, "x", np.sort(data.val[:8]), cfg, ctx.device)
@@ -227,8 +227,8 @@ class AutoEncodeKind(Kind):
         low, high = float(inputs.min()), float(inputs.max())  # the inputs' range for both rows
         rows = {"input": _middle(inputs), "reconstruction": _middle(recon)}
         rows = {k: np.clip((v - low) / (high - low + 1e-12), 0, 1) for k, v in rows.items()}
-        return {"reconstructions": image_grid_png(
-            rows, title="validation inputs and their reconstructions")}
+        return {"reconstructions": later(
+            "image_grid", rows, title="validation inputs and their reconstructions")}
 
 
 register_kind("autoencode", AutoEncodeKind())

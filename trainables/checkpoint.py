@@ -4,6 +4,7 @@ flat configuration names, and the failures that end a trial without retry."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,15 +33,30 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def save_state(state: Mapping[str, Any], directory: str) -> str:
     """Write a checkpoint state into ``directory``; return the file path.
 
-    Figures the loop attached (``figures``: name → PNG bytes) go beside it as
-    ``figures/<name>.png``, where the driver picks them up for MLflow."""
+    Figures the loop attached (``figures``: name → PNG bytes, or a deferred
+    :class:`trainables.figures.Picture`) go beside it as ``figures/<name>.png`` or
+    ``figures/<name>.picture.npz``, where the driver picks them up (and draws the deferred ones)
+    for MLflow."""
+    from trainables.figures import PICTURE_SUFFIX, Picture, encode_picture
+
     state = dict(state)
     pictures = state.pop(FIGURES_KEY, None) or {}
     if pictures:
         os.makedirs(os.path.join(directory, FIGURES_DIR), exist_ok=True)
-        for name, png in pictures.items():
-            with open(os.path.join(directory, FIGURES_DIR, f"{name}.png"), "wb") as f:
-                f.write(png)
+        for name, picture in pictures.items():
+            if isinstance(picture, Picture):
+                try:
+                    filename, content = f"{name}{PICTURE_SUFFIX}", encode_picture(picture)
+                except TypeError:  # an argument the file cannot hold: draw it here instead
+                    try:
+                        filename, content = f"{name}.png", picture.png()
+                    except Exception as exc:  # noqa: BLE001 - a picture never costs a checkpoint
+                        print(f"warning: picture {name} not drawn: {exc}", file=sys.stderr)
+                        continue
+            else:
+                filename, content = f"{name}.png", picture
+            with open(os.path.join(directory, FIGURES_DIR, filename), "wb") as f:
+                f.write(content)
     path = os.path.join(directory, CHECKPOINT_FILE)
     torch.save(state, path)
     return path

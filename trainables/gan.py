@@ -174,13 +174,13 @@ class GanKind(Kind):
         quality = sample_quality(fake, real, seed=EVAL_SEED, labels=reference_labels(data, indices))
         return {f"{split}_{k if k != 'score' else 'quality'}": v for k, v in quality.items()}
 
-    def figures(self, model, data, cfg, ctx) -> dict[str, bytes]:
-        from trainables.figures import image_grid_png
+    def figures(self, model, data, cfg, ctx) -> dict[str, Any]:
+        from trainables.figures import later
 
         real = model.to_image(self.real_samples(data, "val", cfg, 8))
         fake = model.to_image(self.generate(model, 8, ctx.device))
         collapse = (lambda a: a.sum(1)) if real.ndim == 4 else (lambda a: a)
-        return {"samples": image_grid_png({"real": collapse(real), "generated": collapse(fake)},
+        return {"samples": later("image_grid", {"real": collapse(real), "generated": collapse(fake)},
                                           title="validation events vs generated (summed channels)")}
 
 

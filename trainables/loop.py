@@ -142,8 +142,9 @@ class Kind:
         raise NotImplementedError(f"{type(self).__name__} must define evaluate")
 
     def figures(self, model: nn.Module, data: DataSplits, cfg: Mapping[str, Any],
-                ctx: StepContext) -> dict[str, bytes]:
-        """Pictures of this epoch (name → PNG bytes), e.g. of the last validation pass."""
+                ctx: StepContext) -> dict[str, Any]:
+        """Pictures of this epoch (name → PNG bytes, or a deferred picture of
+        :func:`trainables.figures.later`, drawn by the driver), e.g. of the last validation pass."""
         return {}
 
     def ready_for_inference(self, model: nn.Module, data: DataSplits,
@@ -360,18 +361,19 @@ class ClassifyKind(Kind):
             ctx.scratch["last_eval"] = {"probs": probs, "labels": labels, "curves": curves}
         return metrics
 
-    def figures(self, model, data, cfg, ctx) -> dict[str, bytes]:
-        """Confusion matrix (and ROC curves) of the last validation pass, as PNG bytes."""
+    def figures(self, model, data, cfg, ctx) -> dict[str, Any]:
+        """Confusion matrix (and ROC curves) of the last validation pass, deferred pictures."""
         from trainables import figures
 
         last = ctx.scratch.get("last_eval")
         if not last:
             return {}
         names = data.info.class_names or tuple(str(i) for i in range(data.info.num_classes))
-        out = {"confusion_matrix": figures.confusion_matrix_png(
-            last["labels"], last["probs"].argmax(1), names)}
+        # deferred: drawn by the driver as it logs them (see trainables.figures)
+        out: dict[str, Any] = {"confusion_matrix": figures.later(
+            "confusion_matrix", last["labels"], last["probs"].argmax(1), list(names))}
         if last["curves"]:
-            out["roc"] = figures.roc_png(last["curves"])
+            out["roc"] = figures.later("roc", last["curves"])
         return out
 
 

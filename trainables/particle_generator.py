@@ -333,12 +333,12 @@ class EwmKind(Kind):
             raise TrialDiverged("generated images are not finite")
         return out
 
-    def figures(self, model, data, cfg, ctx) -> dict[str, bytes]:
-        from trainables.figures import image_grid_png
+    def figures(self, model, data, cfg, ctx) -> dict[str, Any]:
+        from trainables.figures import later
 
         real = to_unit(data.batch("x", np.sort(data.val[:8]), cfg))[:, 0]
         fake = to_unit(self.generate(model, 8, ctx.device))[:, 0]
-        return {"samples": image_grid_png({"real": real, "generated": fake},
+        return {"samples": later("image_grid", {"real": real, "generated": fake},
                                           title="validation images vs EWM samples (decoded)")}
 
 
