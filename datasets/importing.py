@@ -1,0 +1,129 @@
+"""Importing a seed's own on-disk format into the memory-mapped HDF5 cache, once.
+
+Every importer follows the same steps, kept here so that each data set only says how its
+format becomes arrays:
+
+1. :func:`source_files` lists what the user pointed ``--data`` at (a file, or every file of
+   a folder that the importer's patterns match), refusing a missing or empty source with a
+   one-line :class:`DataError` that names it;
+2. :func:`import_once` hashes those files (sha256, with a progress bar for large sources), and
+   returns the cached HDF5 file of an earlier import of the same bytes and options, or calls
+   the importer's ``write(h5file, files)`` into a temporary file beside the cache entry,
+   records where it came from (``imported_from``, ``source_sha256``, ``importer``), runs the
+   data set's own schema check and renames it into place. A fault found while converting or
+   checking is reported against the user's source, never the cache file, and leaves no cache
+   entry behind;
+3. :func:`assume` prints, once per run, each convention the importer had to assume (a label
+   base, a label set) and the ``--data-option`` that decides it otherwise: a guess is never
+   silent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from common.errors import DataError
+from datasets.base import atomic_h5, cache_dir, cache_key
+
+#: files at least this large (together) get a progress bar while they are hashed
+PROGRESS_BYTES = 64 * 2**20
+_SAID: set[str] = set()
+
+
+def source_files(path: str, patterns: Sequence[str], what: str) -> list[Path]:
+    """The files of ``--data path``: the file itself, or the files under a folder matching any
+    of ``patterns`` (``glob`` patterns, searched recursively), sorted. ``what`` names the
+    format in the error, e.g. "PNG crops (larcv_png_<N>/.../*.png)"."""
+    source = Path(path)
+    if not source.exists():
+        raise DataError(f"--data {path}: no such file or folder; check the path")
+    if source.is_file():
+        return [source]
+    found = sorted({p for pattern in patterns for p in source.rglob(pattern) if p.is_file()})
+    if not found:
+        raise DataError(f"--data {path}: a folder with no {what} in it; point --data at "
+                        f"the folder that holds them")
+    return found
+
+
+def digest_files(files: Sequence[Path], root: Path | None = None) -> str:
+    """sha256 over the files' relative names and bytes, in order (a progress bar for large
+    sources); the key of an import in the cache and its ``source_sha256`` record."""
+    total = sum(f.stat().st_size for f in files)
+    digest = hashlib.sha256()
+    bar = None
+    if total >= PROGRESS_BYTES:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="checksumming --data", unit="B", unit_scale=True,
+                   file=sys.stderr)
+    try:
+        for f in files:
+            name = str(f.relative_to(root)) if root is not None else f.name
+            digest.update(name.encode() + b"\0")
+            try:
+                with open(f, "rb") as stream:
+                    while block := stream.read(2**22):
+                        digest.update(block)
+                        if bar is not None:
+                            bar.update(len(block))
+            except OSError as exc:
+                raise DataError(f"--data {f}: cannot read ({exc.strerror})") from None
+    finally:
+        if bar is not None:
+            bar.close()
+    return digest.hexdigest()
+
+
+def import_once(source: str, files: Sequence[Path], importer: str, version: int,
+                write: Callable[[Any, Sequence[Path]], None], validate: Callable[[str], None],
+                options: Mapping[str, Any] | None = None) -> str:
+    """The cached HDF5 file converted from ``files`` (of ``--data source``) by ``write``.
+
+    ``importer`` names the format (it prefixes the cache file); ``version`` changes when the
+    conversion does; ``options`` are the settings that change the result (label base, ...).
+    ``write(h5file, files)`` fills an open, empty HDF5 file and raises :class:`DataError`
+    for a fault of the source; ``validate(path)`` is the data set's schema check."""
+    root = Path(source) if Path(source).is_dir() else None
+    checksum = digest_files(files, root)
+    key = cache_key(importer=importer, v=version, sha=checksum, options=dict(options or {}))
+    target = cache_dir() / f"{importer}-import-{key}.h5"
+    if target.exists():
+        return str(target)
+    try:
+        with atomic_h5(target) as f:
+            write(f, files)
+            f.attrs["imported_from"] = os.path.abspath(source)
+            f.attrs["source_sha256"] = checksum
+            f.attrs["importer"] = f"{importer} v{version}"
+            for name, value in (options or {}).items():
+                f.attrs[f"import_{name}"] = str(value)
+        validate(str(target))
+    except DataError as exc:
+        target.unlink(missing_ok=True)
+        message = str(exc).replace(str(target), source)
+        if source not in message:
+            message = f"--data {source}: {message}"
+        raise DataError(message) from None
+    return str(target)
+
+
+def assume(message: str) -> None:
+    """Print ``data: assuming <message>`` once per process (stderr): what an importer took
+    for granted, and the ``--data-option`` that says otherwise."""
+    if message not in _SAID:
+        _SAID.add(message)
+        print(f"data: assuming {message}", file=sys.stderr, flush=True)
+
+
+def progress(items: Iterable[Any], total: int, desc: str) -> Iterable[Any]:
+    """``items`` with a progress bar on stderr (tqdm), for conversions of many files."""
+    from tqdm import tqdm
+
+    return tqdm(items, total=total, desc=desc, unit="file", file=sys.stderr,
+                disable=total < 200)
