@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "compare": "cli.compare",
     "train": "cli.train",
     "blackout": "cli.blackout",
+    "convert": "cli.convert",
 }
 
 

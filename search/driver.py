@@ -24,7 +24,7 @@ from common.errors import BadInput
 from common.paths import check_writable_dir, is_uri
 from datasets import get_dataset
 from search.settings import SearchResult, SearchSettings
-from search.stages import prepare_data
+from search.stages import check_space_fits_data, prepare_data
 from search_spaces import Space, get_space
 from tracking.record import same_config
 from tracking.state import ExperimentState, state_path
@@ -306,6 +306,9 @@ def run_search(settings: SearchSettings) -> SearchResult:
         # only once the resource request is known to fit (bad input creates no file).
         data_path = prepare_data(space, args.data, samples, args.seed, args.data_option,
                                  tracking_uri) if args.data is not None else None
+        if data_path is not None:  # the space's model takes these data: before Ray starts
+            check_space_fits_data(space, spec.load(data_path, args.seed, args.data_option),
+                                  args.data)
 
     knowledge: dict[str, Any] = {}  # the prior's centre and the warm-start trials
 
@@ -315,7 +318,10 @@ def run_search(settings: SearchSettings) -> SearchResult:
         if data_path is None:
             data_path = prepare_data(space, None, samples, args.seed, args.data_option,
                                      tracking_uri)
-        info = spec.load(data_path, args.seed, args.data_option).info
+        loaded = spec.load(data_path, args.seed, args.data_option)
+        info = loaded.info
+        if args.data is None:  # a user's file was checked before Ray started
+            check_space_fits_data(space, loaded, "(the synthetic default)")
         if args.space_file:
             from search.space_file import narrowed_space
 

@@ -1,0 +1,60 @@
+"""A space's model is checked against the data before Ray starts: data of a shape the model
+cannot take (``dcgan``'s 40 × 40 events given barrel-only 16 × 40 files) exit 2 with one line
+naming the file, instead of failing inside every trial; every space takes its own default
+data (the check never refuses what trains)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from common.errors import DataError
+from datasets import get_dataset
+from search.stages import check_space_fits_data, prepare_data
+from search_spaces import registry
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def barrel_only(tmp_path: Path, events: int = 40) -> Path:
+    """A WatChMaL image file of the barrel only: (N, 16, 40, 38)."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "barrel.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("event_data", data=rng.random((events, 16, 40, 38), dtype=np.float32))
+        f.create_dataset("labels", data=np.arange(events) % 3)
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(registry()))
+def test_every_space_takes_its_default_data(name, tiny_data):
+    space = registry()[name]
+    check_space_fits_data(space, tiny_data(space.dataset), "(default)")
+
+
+def test_a_shape_the_model_refuses_is_a_data_error(tmp_path):
+    path = str(barrel_only(tmp_path))
+    data = get_dataset("watchmal").load(prepare_data(registry()["dcgan"], path, 40, 0, {}), 0, {})
+    with pytest.raises(DataError, match=rf"--data {path}: space 'dcgan' cannot take these "
+                                        r"data \(inputs 38×16×40\).*40×40"):
+        check_space_fits_data(registry()["dcgan"], data, path)
+    check_space_fits_data(registry()["resnet18"], data, path)  # the classifier takes them
+
+
+def test_the_search_refuses_it_before_ray_starts(tmp_path):
+    path = barrel_only(tmp_path)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "launch.py"), "--space", "dcgan", "--data", str(path),
+         "--trials", "1", "--storage", str(tmp_path / "ray"),
+         "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+        capture_output=True, text=True, timeout=300,
+        env={"PATH": "/usr/bin:/bin", "SCITUNE_CACHE": str(tmp_path / "cache")})
+    assert done.returncode == 2, (done.stdout[-2000:], done.stderr[-2000:])
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot take these data" in lines[0] and str(path) in lines[0]
+    assert not (tmp_path / "ray").exists() and not (tmp_path / "mlflow.db").exists()
