@@ -178,7 +178,7 @@ def test_chunked_event_data_is_refused_with_the_fix(tmp_path):
 
 
 @pytest.mark.parametrize("splits,message", [
-    ({"train_idxs": np.arange(40), "val_idxs": np.arange(40, 50)}, "missing test_idxs"),
+    ({"train_idxs": np.arange(40), "test_idxs": np.arange(40, 50)}, "missing val_idxs"),
     ({"train_idxs": np.arange(40), "val_idxs": np.arange(40, 70), "test_idxs": []},
      "outside 0..59"),
     ({"train_idxs": np.arange(40), "val_idxs": np.arange(30, 50), "test_idxs": []}, "overlap"),
