@@ -16,8 +16,15 @@ File attribute ``label_set``: ``bravais`` (default; 0..13 in the order of
 ``--data-option labels=crystal_system``.
 
 The seed's own format, a torch ``.pt`` dict ``{'X': (N, L) or (N, 1, L), 'Y': (N,) or one-hot
-(N, C)}``, is imported into the cache (read with ``torch.load(weights_only=True)``, which
-refuses arbitrary pickled objects).
+(N, C)}``, is imported into the cache once per content and label options (read with
+``torch.load(weights_only=True)``, which refuses arbitrary pickled objects; the cache file
+records ``imported_from`` and ``source_sha256``). Its labels may be Bravais lattices or space
+groups, numbered from 0 or 1: ``--data-option label_set=bravais|space_group`` and
+``label_base=0|1`` say which; what is not given is inferred from the labels and announced
+(``data: assuming ...`` on stderr), and labels that cannot be what the options say are refused
+naming the file. An HDF5 file without a ``label_set`` attribute is read as Bravais (announced);
+the same options describe its labels, and where they differ from the schema's numbering trials
+read a converted copy in the cache (the user's file is never modified).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets import register
+from datasets import importing, register
 from datasets.base import (
     DataError,
     DataInfo,
@@ -57,6 +64,8 @@ from datasets.xrd_physics import (
 )
 
 GENERATOR_VERSION = 1
+#: changes when the conversion of a user's file into the cache does
+IMPORT_VERSION = 2
 DEFAULT_SAMPLES = 4000
 DEFAULT_INTENSITIES = "structure"
 MIN_LENGTH = 64
@@ -65,8 +74,17 @@ LABEL_SETS = {
     "crystal_system": tuple(CRYSTAL_SYSTEMS),
     "space_group": tuple(str(i) for i in range(1, 231)),
 }
+#: the label sets a user's file may be declared in with --data-option label_set
+IMPORT_LABEL_SETS = ("bravais", "space_group")
+LABEL_NAMES = {"bravais": "Bravais classes", "crystal_system": "crystal systems",
+               "space_group": "space groups"}
 OPTIONS = {
     "labels": "bravais (14 classes, default) or crystal_system (7)",
+    "label_set": "what the labels of a .pt file (or an HDF5 file without a label_set "
+                 "attribute) are: bravais (14 lattices) or space_group (230); inferred from "
+                 "the labels and announced when not given",
+    "label_base": "0 or 1: whether those labels count from 0 or from 1 (space groups 1..230 "
+                  "are 1-based); inferred from the labels and announced when not given",
     "length": "points per synthetic pattern (default 2048)",
     "data_seed": "seed of the synthetic set and of the train/val/test split (default 0)",
     "intensities": "structure (default: from atoms of a random crystal structure in a space "
@@ -136,15 +154,114 @@ def validate(path: str) -> None:
         check_finite(patterns, path, "patterns")
 
 
-def import_torch_file(path: str) -> str:
-    """Convert the seed's ``{'X','Y'}`` torch file into a cached HDF5 file; return its path."""
+def _label_options(options: Mapping[str, str]) -> tuple[str | None, int | None]:
+    """The ``label_set`` and ``label_base`` the user gave (``None`` where not given)."""
+    label_set = options.get("label_set")
+    if label_set is not None and label_set not in IMPORT_LABEL_SETS:
+        raise DataError(f"--data-option label_set must be one of {', '.join(IMPORT_LABEL_SETS)}")
+    base = options.get("label_base")
+    if base is not None and base not in ("0", "1"):
+        raise DataError("--data-option label_base must be 0 or 1")
+    return label_set, None if base is None else int(base)
+
+
+def _check_range(path: str, label_set: str, base: int, lo: int, hi: int) -> None:
+    """Raise :class:`DataError` naming ``path`` and the fix unless labels ``lo..hi`` fit
+    ``base``-based classes of ``label_set``."""
+    top = base + len(LABEL_SETS[label_set]) - 1
+    if base <= lo and hi <= top:
+        return
+    fixes = []
+    if base == 1 and lo == 0:
+        fixes.append("labels include 0, so they do not count from 1: use --data-option "
+                     "label_base=0")
+    if base == 0 and lo >= 1 and hi == top + 1:
+        fixes.append("if they count from 1, use --data-option label_base=1")
+    if label_set == "bravais" and top < hi <= 230:
+        fixes.append("if they are space groups, use --data-option label_set=space_group")
+    raise DataError(
+        f"--data {path}: labels range {lo}..{hi} outside {base}..{top} for {base}-based "
+        f"label_set {label_set!r}; "
+        f"{'; or '.join(fixes) or 'check the labels and --data-option label_set / label_base'}"
+    )
+
+
+def resolve_labels(path: str, lo: int, hi: int, options: Mapping[str, str],
+                   default_set: str | None = None, one_hot: int | None = None
+                   ) -> tuple[str, int, list[str]]:
+    """``(label_set, label_base, assumed)`` of a user's labels spanning ``lo..hi``: the
+    ``--data-option``s where given, else inferred (``assumed`` names the options inferred).
+
+    Without ``label_set``: ``default_set`` where given (an HDF5 file without the attribute
+    is Bravais by its schema), else the width of one-hot labels (14 or 230 columns), else
+    Bravais when the labels fit 0..13 or 1..14 and space groups otherwise. Without
+    ``label_base``: 0 for one-hot labels over 14 or 230 columns; for Bravais 1 only when the
+    labels reach 14 and hold no 0; for space groups 0 only when a 0 is present. A choice the labels make
+    impossible raises :class:`DataError` naming ``path`` and the fix."""
+    label_set, base = _label_options(options)
+    if lo < 0:
+        raise DataError(f"--data {path}: labels include {lo}; class labels must be >= 0")
+    assumed = []
+    if label_set is None:
+        assumed.append("label_set")
+        if default_set is not None:
+            label_set = default_set
+        elif base is not None:
+            label_set = "bravais" if hi - base <= 13 else "space_group"
+        elif one_hot in (14, 230):
+            label_set = "bravais" if one_hot == 14 else "space_group"
+        else:
+            label_set = "bravais" if hi <= 13 or (hi == 14 and lo >= 1) else "space_group"
+    if base is None:
+        assumed.append("label_base")
+        if one_hot in (14, 230):
+            base = 0
+        elif label_set == "bravais":
+            base = 1 if lo >= 1 and hi == 14 else 0
+        else:
+            base = 0 if lo == 0 else 1
+    _check_range(path, label_set, base, lo, hi)
+    return label_set, base, assumed
+
+
+def _announce(path: str, label_set: str, base: int, lo: int, hi: int, assumed: list[str],
+              why: str = "") -> None:
+    """Print (once) the label convention that was assumed and the options that say otherwise."""
+    if not assumed:
+        return
+    others = []
+    if "label_base" in assumed:
+        others.append(f"label_base={1 - base}")
+    if "label_set" in assumed:
+        others.append(f"label_set={'space_group' if label_set == 'bravais' else 'bravais'}")
+    top = base + len(LABEL_SETS[label_set]) - 1
+    importing.assume(
+        f"labels of {path}{why} are {base}-based {LABEL_NAMES[label_set]} {base}..{top} "
+        f"(found {lo}..{hi}; --data-option {' / '.join(others)} to say otherwise)"
+    )
+
+
+def _import_options(options: Mapping[str, str]) -> dict[str, str]:
+    """The label options as given (``auto`` where inferred): part of the cache key."""
+    label_set, base = _label_options(options)
+    return {"label_set": label_set or "auto", "label_base": "auto" if base is None else str(base)}
+
+
+def _write_labels(f, y: np.ndarray, label_set: str, base: int, lo: int, hi: int) -> None:
+    """Store ``base``-based labels ``y`` in the schema's numbering (space groups 1-based,
+    other sets 0-based) with the convention they were read in."""
+    stored = y.astype(np.int64) - base + (1 if label_set == "space_group" else 0)
+    f.create_dataset("labels", data=stored)
+    f.attrs["label_set"] = label_set
+    f.attrs["source_label_base"] = base
+    f.attrs["source_label_min"] = lo
+    f.attrs["source_label_max"] = hi
+
+
+def _read_torch_file(path: str) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """``(X as (N, L), integer labels (N,), one-hot width or None)`` of the seed's file."""
     import torch
 
-    stat = os.stat(path)
-    key = cache_key(p=os.path.abspath(path), s=stat.st_size, m=stat.st_mtime_ns)
-    target = cache_dir() / f"xrd-import-{key}.h5"
-    if target.exists():
-        return str(target)
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a data problem
@@ -158,7 +275,11 @@ def import_torch_file(path: str) -> str:
     y = np.asarray(blob["Y"].numpy() if hasattr(blob["Y"], "numpy") else blob["Y"])
     if x.ndim == 3 and x.shape[1] == 1:
         x = x[:, 0, :]
-    if y.ndim == 2:  # one-hot
+    one_hot = None
+    if y.ndim == 2 and y.shape[1] == 1:  # a column of labels
+        y = y[:, 0]
+    elif y.ndim == 2:  # one-hot
+        one_hot = y.shape[1]
         y = y.argmax(axis=1)
     if x.ndim != 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
         raise DataError(
@@ -169,19 +290,93 @@ def import_torch_file(path: str) -> str:
     if y.dtype.kind == "f":
         if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
             raise DataError(f"--data {path}: Y must hold integer class labels")
-    y = y.astype(np.int64)
-    label_set = "bravais" if y.max(initial=0) < 14 else "space_group"
-    with atomic_h5(target) as f:
+    if y.shape[0] == 0:
+        raise DataError(f"--data {path}: X and Y hold zero samples")
+    return x, y.astype(np.int64), one_hot
+
+
+def import_torch_file(path: str, options: Mapping[str, str] | None = None) -> str:
+    """Convert the seed's ``{'X','Y'}`` torch file into a cached HDF5 file; return its path.
+
+    The cache entry is keyed by the file's content and the label options; the label
+    convention (``label_set``/``label_base``) is taken from the options or inferred from the
+    labels and announced."""
+    options = options or {}
+    import_options = _import_options(options)
+
+    def write(f, files) -> None:
+        x, y, one_hot = _read_torch_file(path)
+        lo, hi = int(y.min()), int(y.max())
+        label_set, base, _ = resolve_labels(path, lo, hi, options, one_hot=one_hot)
         f.create_dataset("patterns", data=x.astype(np.float32))
-        f.create_dataset("labels", data=y)
-        f.attrs["label_set"] = label_set
-        f.attrs["imported_from"] = os.path.abspath(path)
-    try:
-        validate(str(target))
-    except DataError:
-        target.unlink(missing_ok=True)
-        raise
-    return str(target)
+        _write_labels(f, y, label_set, base, lo, hi)
+
+    target = importing.import_once(source=path, files=[Path(path)], importer="xrd",
+                                   version=IMPORT_VERSION, write=write, validate=validate,
+                                   options=import_options)
+    with read_h5(target) as f:
+        label_set = str(f.attrs["label_set"])
+        base = int(f.attrs["source_label_base"])
+        lo, hi = int(f.attrs["source_label_min"]), int(f.attrs["source_label_max"])
+    assumed = [k for k, v in import_options.items() if v == "auto"]
+    _announce(path, label_set, base, lo, hi, assumed)
+    return target
+
+
+def _prepare_h5(path: str, options: Mapping[str, str]) -> str:
+    """A user's HDF5 file as trials read it: the file itself when its labels follow the
+    schema's numbering, else a converted copy in the cache (the user's file is never
+    modified). Without a ``label_set`` attribute the file is Bravais by the schema, announced
+    with the options that say otherwise."""
+    with open_h5(path) as f:
+        require_dataset(f, "patterns", path, ndim=2)
+        labels = require_dataset(f, "labels", path, ndim=1, integer=True)
+        declared = f.attrs.get("label_set")
+        declared = None if declared is None else str(declared)
+        y = labels[()]
+    if y.size == 0 or (declared is not None and declared not in LABEL_SETS):
+        validate(path)  # raises: zero samples or an unknown label_set attribute
+    lo, hi = int(y.min()), int(y.max())
+    given_set, given_base = _label_options(options)
+    why = ""
+    if declared is not None:
+        if given_set is not None and given_set != declared:
+            raise DataError(
+                f"--data {path}: the file's label_set attribute is {declared!r} but "
+                f"--data-option label_set={given_set}; drop the option or fix the attribute"
+            )
+        schema_base = 1 if declared == "space_group" else 0
+        label_set, base, assumed = declared, schema_base, []
+        if given_base is not None and given_base != schema_base:
+            base = given_base
+        _check_range(path, label_set, base, lo, hi)
+    else:
+        why = " (no label_set attribute)"
+        label_set, base, assumed = resolve_labels(path, lo, hi, options, default_set="bravais")
+    if base == (1 if label_set == "space_group" else 0) and label_set == (declared or "bravais"):
+        validate(path)
+        _announce(path, label_set, base, lo, hi, assumed, why)
+        return os.path.abspath(path)
+
+    def write(f, files) -> None:
+        with open_h5(path) as src:
+            patterns = src["patterns"]
+            out = f.create_dataset("patterns", shape=patterns.shape, dtype=patterns.dtype)
+            rows = max(1, 2**26 // max(1, patterns.shape[1] * patterns.dtype.itemsize))
+            for start in range(0, patterns.shape[0], rows):
+                out[start : start + rows] = patterns[start : start + rows]
+            if "two_theta" in src:
+                f.create_dataset("two_theta", data=src["two_theta"][()])
+            for key, value in src.attrs.items():
+                if key != "label_set":
+                    f.attrs[key] = value
+            _write_labels(f, src["labels"][()], label_set, base, lo, hi)
+
+    target = importing.import_once(source=path, files=[Path(path)], importer="xrd",
+                                   version=IMPORT_VERSION, write=write, validate=validate,
+                                   options=_import_options(options))
+    _announce(path, label_set, base, lo, hi, assumed, why)
+    return target
 
 
 def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str]) -> str:
@@ -190,7 +385,11 @@ def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str
     labels = options.get("labels", "bravais")
     if labels not in ("bravais", "crystal_system"):
         raise DataError("--data-option labels must be bravais or crystal_system")
+    _label_options(options)
     if path is None:
+        if "label_set" in options or "label_base" in options:
+            raise DataError("--data-option label_set / label_base describe a --data file; "
+                            "the synthetic set needs neither")
         try:
             length = int(options.get("length", PatternGrid().length))
         except ValueError:
@@ -222,15 +421,16 @@ def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str
     if not os.path.exists(path):
         raise DataError(f"--data {path}: no such file; check the path")
     if Path(path).suffix in (".pt", ".pth"):
-        path = import_torch_file(path)
-    validate(path)
+        prepared = import_torch_file(path, options)
+    else:
+        prepared = _prepare_h5(path, options)
     if labels == "crystal_system":
-        with open_h5(path) as f:
+        with open_h5(prepared) as f:
             if str(f.attrs.get("label_set", "bravais")) != "bravais":
                 raise DataError(
                     f"--data {path}: labels=crystal_system needs a file with Bravais labels"
                 )
-    return os.path.abspath(path)
+    return os.path.abspath(prepared)
 
 
 def load(path: str, seed: int, options: Mapping[str, str]) -> DataSplits:
