@@ -120,7 +120,7 @@ def channel_selection(config: Mapping[str, Any], info: DataInfo) -> list[int]:
     wanted = str(config.get("inputs", "all"))
     if wanted == "all" or not names:
         return list(range(info.input_shape[0]))
-    keep = [i for i, n in enumerate(names) if n != "tracks"] if wanted == "calo" else \
+    keep = [i for i, n in enumerate(names) if not n.startswith("tracks")] if wanted == "calo" else \
         [i for i, n in enumerate(names) if n in wanted.split("+")]
     return keep or list(range(info.input_shape[0]))
 
