@@ -12,10 +12,23 @@ is average-pooled to a 4³ grid per channel for the probe (:meth:`trainables.cs2
 
 L1 (``l1``) and L2 (``weight_decay``) regularisation, batch norm and dropout are searchable
 throughout, as the project's notes recommend.
+
+Memory. The volumes enter at the data set's input resolution (``--data-option resolution``,
+:mod:`datasets.multimodal`): by default the seed's 31×37×31 for its 91×109×91 scans, where the
+largest ``mlp_ae`` (3 layers, 1024 wide, code 128, batch 32) is ~74 M parameters (~1.1 GiB to
+train with Adam) and the largest ``cae`` (3 stride-1 layers, base width 16, batch 32) ~2 GiB.
+At full 91×109×91 (``resolution=full``) the seed's ``mlp_ae`` alone is 925 M parameters (13.8
+GiB with Adam's state) and the largest 1.85 B, and the largest ``cae`` needs ~52 GiB of
+activations: the sizes that grow with the input (``mlp_ae``'s ``hidden``, ``cae``'s
+``batch_size``, then ``base_width``) keep only the choices whose largest member needs at most
+``MEMORY_BUDGET_BYTES`` (:func:`volume_ae_bytes`, :func:`cae_bytes`; parameters, gradients and
+Adam's two moments at 4 bytes each, plus one batch's activations), so every member fits a
+40 GB GPU at any resolution.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from datasets.base import DataInfo
@@ -51,6 +64,59 @@ MMNN_SEED: dict[str, Any] = {
 }
 
 
+#: training memory the largest member of ``mlp_ae`` / ``cae`` may need: a 40 GB GPU less room for
+#: the CUDA context, cuDNN workspaces and allocator slack
+MEMORY_BUDGET_BYTES = 36 * 2**30
+AE_HIDDEN = (128, 256, 512, 1024)
+AE_CODES = (16, 32, 64, 128)
+CAE_WIDTHS = (4, 8, 16)
+BATCH_SIZES = (8, 16, 32)
+
+
+def volume_ae_bytes(voxels: int, hidden: int, n_layers: int = 3, code: int = max(AE_CODES),
+                    batch: int = max(BATCH_SIZES)) -> int:
+    """Training memory of ``mlp_ae`` (:class:`trainables.cs273b.VolumeAE`): 16 bytes a
+    parameter (weights, gradients, Adam's two moments) plus one batch's layer outputs."""
+    widths = [hidden // 2**i for i in range(n_layers)]
+    sizes = [voxels, *widths, code]
+    params = 2 * sum((a + 1) * b for a, b in zip(sizes, sizes[1:], strict=False))
+    params += 4 * 2 * sum(widths)  # batch norm
+    outputs = batch * (2 * voxels + 2 * 4 * sum(widths) + code)
+    return 16 * params + 4 * outputs
+
+
+def cae_bytes(voxels: int, base_width: int, batch: int, layers: int = 3) -> int:
+    """Training memory of the largest ``cae`` of ``base_width`` (stride 1 throughout, batch
+    norm): its activations, 3 outputs (conv, norm, activation) per layer and voxel each way."""
+    widths = [base_width * 2**i for i in range(layers)]
+    per_voxel = 3 * sum(widths) + 3 * sum(widths[:-1]) + 1
+    params = 2 * 125 * sum(a * b for a, b in zip([1, *widths], widths, strict=False))
+    return 16 * params + 4 * batch * voxels * per_voxel
+
+
+def _voxels(info: DataInfo) -> int:
+    return math.prod(int(s) for s in info.input_shape)
+
+
+def ae_hidden_choices(info: DataInfo) -> tuple[int, ...]:
+    """``mlp_ae`` widths whose largest member fits ``MEMORY_BUDGET_BYTES`` (at least the
+    smallest)."""
+    fit = tuple(h for h in AE_HIDDEN if volume_ae_bytes(_voxels(info), h) <= MEMORY_BUDGET_BYTES)
+    return fit or AE_HIDDEN[:1]
+
+
+def cae_size_choices(info: DataInfo) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``cae`` (base widths, batch sizes) whose largest member fits ``MEMORY_BUDGET_BYTES``:
+    batch sizes are dropped first, then widths (at least the smallest of each)."""
+    v, widest = _voxels(info), max(CAE_WIDTHS)
+    batches = tuple(b for b in BATCH_SIZES if cae_bytes(v, widest, b) <= MEMORY_BUDGET_BYTES)
+    if batches:
+        return CAE_WIDTHS, batches
+    smallest = BATCH_SIZES[0]
+    widths = tuple(w for w in CAE_WIDTHS if cae_bytes(v, w, smallest) <= MEMORY_BUDGET_BYTES)
+    return widths or CAE_WIDTHS[:1], (smallest,)
+
+
 def suggest_training(trial: Any, lr_name: str = "lr") -> None:
     """Optimizer, rate, L1 and L2 weights, batch size."""
     trial.suggest_float(lr_name, 1e-4, 1e-2, log=True)
@@ -65,7 +131,8 @@ def suggest_cae(trial: Any, info: DataInfo) -> None:
     for i in range(layers):
         trial.suggest_int(f"layer/{i}/stride", 1, 3)
         trial.suggest_categorical(f"layer/{i}/filter", (3, 5))
-    trial.suggest_categorical("base_width", (4, 8, 16))
+    widths, batches = cae_size_choices(info)
+    trial.suggest_categorical("base_width", widths)
     trial.suggest_float("ae_lr", 1e-4, 1e-2, log=True)
     if trial.suggest_categorical("ae_opt", ("rmsprop", "adam", "adagrad")) != "adagrad":
         trial.suggest_float("beta1", 0.8, 0.999)
@@ -73,19 +140,19 @@ def suggest_cae(trial: Any, info: DataInfo) -> None:
     trial.suggest_float("lambda", 0.0, 1.0)
     trial.suggest_categorical("sparsity", ("scalar", "per_unit"))
     trial.suggest_categorical("batch_norm", (False, True))
-    trial.suggest_categorical("batch_size", (8, 16, 32))
+    trial.suggest_categorical("batch_size", batches)
 
 
 def suggest_volume_ae(trial: Any, info: DataInfo) -> None:
     trial.suggest_int("n_layers", 1, 3)
-    trial.suggest_categorical("hidden", (128, 256, 512, 1024))
-    trial.suggest_categorical("code", (16, 32, 64, 128))
+    trial.suggest_categorical("hidden", ae_hidden_choices(info))
+    trial.suggest_categorical("code", AE_CODES)
     trial.suggest_categorical("batch_norm", (False, True))
     trial.suggest_float("dropout", 0.0, 0.5)
     trial.suggest_float("ae_lr", 1e-4, 1e-2, log=True)
     trial.suggest_categorical("ae_opt", ("adam", "rmsprop", "adagrad"))
     trial.suggest_float("l1", 0.0, 1e-5)
-    trial.suggest_categorical("batch_size", (8, 16, 32))
+    trial.suggest_categorical("batch_size", BATCH_SIZES)
 
 
 def _cnn_branch(trial: Any, prefix: str = "") -> None:

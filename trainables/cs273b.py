@@ -24,6 +24,7 @@ is; the CAE's code feature map average-pooled to at most ``PROBE_GRID``³ cells 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -98,7 +99,7 @@ class VolumeAE(nn.Module):
     def __init__(self, shape: tuple[int, ...], hidden: list[int], code: int, batch_norm: bool,
                  dropout: float):
         super().__init__()
-        d = int(torch.tensor(shape).prod())
+        d = math.prod(shape)  # a plain int: the model also builds on the meta device
         sizes = [d] + hidden
         enc: list[nn.Module] = [nn.Flatten()]
         for a, b in zip(sizes, sizes[1:], strict=False):
