@@ -36,7 +36,8 @@ def assert_exactly_once(client, parents, children, trials: int, max_epochs: int)
     ids = Counter(c.data.tags["trial_id"] for c in children)
     assert all(n == 1 for n in ids.values()), ids
     for child in children:
-        assert child.info.status == "FINISHED", (child.info.run_name, child.info.status)
+        assert child.info.status == "FINISHED", (child.info.run_name, child.info.status,
+                                                 child.data.tags.get("failure_reason"))
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_top1")]
         assert steps == list(range(1, len(steps) + 1)), steps  # each epoch once, in order
         assert 1 <= len(steps) <= max_epochs

@@ -80,3 +80,21 @@ def test_save_state_writes_deferred_pictures_and_draws_what_a_file_cannot_hold(t
     assert (tmp_path / FIGURES_DIR / "raw.png").read_bytes() == PNG + b"rest"
     assert (tmp_path / FIGURES_DIR / "titled.png").read_bytes().startswith(PNG)
     assert (tmp_path / "checkpoint.pt").exists(), "a picture must never cost the checkpoint"
+
+
+def test_a_damaged_picture_file_is_skipped_not_fatal(tmp_path, capsys):
+    """The driver reads pictures from each checkpoint; a truncated or forged file (a driver
+    killed mid-copy) is skipped with a warning, never an error that would fail the trial."""
+    from ray.train import Checkpoint
+
+    from tracking.tracker import read_figures
+
+    good = figures.later("confusion_matrix", *CASES["confusion_matrix"][0])
+    save_state({"model": {}, FIGURES_KEY: {"cm": good, "roc": good}}, str(tmp_path))
+    damaged = tmp_path / FIGURES_DIR / "roc.picture.npz"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    (tmp_path / FIGURES_DIR / "junk.picture.npz").write_bytes(b"not a zip")
+    pictures = read_figures(Checkpoint.from_directory(str(tmp_path)))
+    assert set(pictures) == {"cm.png"}
+    assert figures.as_png(pictures["cm.png"]).startswith(PNG)
+    assert capsys.readouterr().err.count("not a picture") == 2

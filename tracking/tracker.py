@@ -295,10 +295,11 @@ def read_figures(checkpoint: Any) -> dict[str, Any]:
                     blob = stream.read()
                 try:
                     out[info.base_name[: -len(PICTURE_SUFFIX)] + ".png"] = decode_picture(blob)
-                except (ValueError, KeyError, TypeError) as exc:  # a damaged file: skip it
+                except Exception as exc:  # noqa: BLE001 - a damaged file (a truncated zip,
+                    # bad JSON, an object array): skip it, never fail a trial over a picture
                     print(f"warning: {info.path}: not a picture ({exc})", file=sys.stderr)
         return out
-    except OSError:  # pictures are a convenience: never fail a search over one
+    except Exception:  # noqa: BLE001 - pictures are a convenience: never fail a search over one
         return {}
 
 
