@@ -1,4 +1,5 @@
-"""Sparse particle images (seed 001): LArCV-like synthetic crops, user image files, 8×8 digits.
+"""Sparse particle images (seed 001): LArCV-like synthetic crops, user image files, the seed's
+own PNG crops, 8×8 digits.
 
 HDF5 schema of a user file (contiguous, uncompressed datasets are memory-mapped):
 
@@ -10,26 +11,40 @@ dataset           shape           meaning
 ``labels``        (N,)            optional integer topology / class per image
 ================  ==============  ===============================================
 
+``--data FOLDER`` takes the seed's own crops as they are: a folder of 8-bit greyscale PNGs
+(``larcv_png_<N>/larcv_png_<N>/*.png``, any nesting), all of one size, imported once into the
+schema above (:func:`import_png_folder`, cached by content): ``images`` (N, H, W) uint8 as
+stored in the PNGs, with ``scale`` 255, in the natural order of the files' paths (``img_2``
+before ``img_10``). ``labels`` are ImageFolder's classes: the index of each file's first-level
+sub-folder of ``FOLDER`` in sorted order (one class for the seed's layout). After the batch
+transform below a pixel ``p`` is ``(2 p / 255 - 1) * 0.95``: the seed's ``ToTensor()`` then
+``Normalize([0.5], [0.5])`` (its ``LArCV_loader``), times ``TANH_RANGE``. Not reproduced: the
+seed's ``RandomHorizontalFlip`` augmentation, and its ``convert('L')`` of colour files (a
+colour PNG is refused here rather than silently turned into luma).
+
 ``--data digits`` selects scikit-learn's bundled 8×8 handwritten digits (1,797 images, no
 download), the real-data stand-in for the seed's MNIST proof of concept. With no ``--data``,
 synthetic LArCV-like crops (``datasets/larcv_physics.py``): tracks and showers, centred on the
 charge centroid, ≥ 1 % of pixels non-zero, ``--data-option size=32|64``.
 
 Model input, per batch: images divided by a fixed scale (the 99.5th percentile of non-zero
-training pixels; 16 for digits), clipped to [0, 1] and mapped to [-0.95, 0.95] (the seed's
-``Normalize([0.5], [0.5])`` maps to [-1, 1]; see ``datasets.base.TANH_RANGE`` for why not
-quite), shape (B, 1, H, W).
+training pixels; 16 for digits, 255 for PNG crops), clipped to [0, 1] and mapped to
+[-0.95, 0.95] (the seed's ``Normalize([0.5], [0.5])`` maps to [-1, 1]; see
+``datasets.base.TANH_RANGE`` for why not quite), shape (B, 1, H, W).
 """
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from datasets import register
+from datasets import importing, register
 from datasets.base import (
     TANH_RANGE,
     DataError,
@@ -58,6 +73,15 @@ OPTIONS = {
     "size": "synthetic crop size in pixels: 32 (default) or 64",
     "data_seed": "seed of the synthetic set and of the train/val/test split (default 0)",
 }
+
+
+PNG_IMPORTER = "larcv-png"
+PNG_IMPORT_VERSION = 1
+PNG_PATTERNS = ("*.png", "*.PNG")
+PNG_WHAT = "PNG crops (larcv_png_<N>/larcv_png_<N>/*.png)"
+PNG_SCALE = 255.0  # the seed's ToTensor(): uint8 / 255
+PNG_BLOCK = 1024  # images converted per write
+COLOUR_MODES = ("RGB", "RGBA", "RGBX", "RGBa", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV")
 
 
 def _data_seed(options: Mapping[str, str]) -> int:
@@ -126,8 +150,99 @@ def validate(path: str) -> int:
         return n
 
 
+def natural_key(path: Path, root: Path | None = None) -> tuple:
+    """Sort key of a file: its path (relative to ``root``) with runs of digits compared as
+    numbers (``img_2.png`` before ``img_10.png``), ties broken by the plain text."""
+    name = path.relative_to(root) if root is not None else path
+    parts = tuple(
+        tuple(int(chunk) if i % 2 else chunk.lower()
+              for i, chunk in enumerate(re.split(r"(\d+)", part)))
+        for part in name.parts
+    )
+    return parts, str(name)
+
+
+def _read_png(file: Path, source: str) -> np.ndarray:
+    """One crop as (H, W) uint8; a file that is not an 8-bit greyscale PNG raises DataError."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(file) as image:
+            mode = image.mode
+            if mode == "L":
+                image.load()
+                return np.asarray(image, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"--data {source}: {file} is not a readable PNG ({reason}); remove or "
+                        "re-export it") from None
+    kind = "colour" if mode in COLOUR_MODES else "not 8-bit greyscale"
+    raise DataError(f"--data {source}: {file} is a {kind} PNG (mode {mode!r}); the crops must "
+                    "be 8-bit greyscale (mode 'L'): convert them, e.g. with PIL's "
+                    "Image.open(f).convert('L').save(f)")
+
+
+def png_files(path: str) -> list[Path]:
+    """The PNG crops under folder ``path``, in natural order of their relative paths."""
+    try:
+        files = importing.source_files(path, PNG_PATTERNS, PNG_WHAT)
+    except DataError as exc:
+        root = Path(path)
+        if root.is_dir() and next(root.rglob("target_*.npy"), None) is not None:
+            raise DataError(f"{exc}; its target_<i>.npy code vectors are EWM targets: "
+                            f"--space ewm --data-option codes={path}") from None
+        raise
+    root = Path(path)
+    return sorted(files, key=lambda f: natural_key(f, root))
+
+
+def _classes(files: Sequence[Path], root: Path) -> tuple[list[str], np.ndarray]:
+    """ImageFolder's classes: each file's first-level sub-folder of ``root`` ('' for files
+    directly in it), numbered in sorted order."""
+    firsts = [f.relative_to(root).parts[0] if len(f.relative_to(root).parts) > 1 else ""
+              for f in files]
+    names = sorted(set(firsts))
+    index = {name: i for i, name in enumerate(names)}
+    return names, np.asarray([index[name] for name in firsts], dtype=np.int64)
+
+
+def import_png_folder(path: str) -> str:
+    """The cached HDF5 file (module schema, uint8 ``images`` with ``scale`` 255) converted once
+    from the folder of 8-bit greyscale PNG crops at ``path``."""
+    files = png_files(path)
+    root = Path(path)
+
+    def write(out: Any, sources: Sequence[Path]) -> None:
+        first = _read_png(sources[0], path)
+        height, width = first.shape
+        images = out.create_dataset("images", shape=(len(sources), height, width), dtype=np.uint8)
+        block = np.empty((min(PNG_BLOCK, len(sources)), height, width), dtype=np.uint8)
+        start = 0
+        for i, file in enumerate(importing.progress(sources, len(sources),
+                                                    "importing PNG crops")):
+            pixels = first if i == 0 else _read_png(file, path)
+            if pixels.shape != (height, width):
+                raise DataError(f"--data {path}: {file} is {pixels.shape[1]}×{pixels.shape[0]} "
+                                f"pixels but {sources[0]} is {width}×{height}; all crops must "
+                                "have one size: point --data at one larcv_png_<N> folder")
+            block[i - start] = pixels
+            if i - start + 1 == len(block) or i + 1 == len(sources):
+                images[start : i + 1] = block[: i + 1 - start]
+                start = i + 1
+        names, labels = _classes(sources, root)
+        out.create_dataset("labels", data=labels)
+        out.attrs["scale"] = PNG_SCALE
+        out.attrs["class_names"] = json.dumps(names)
+        out.attrs["normalisation"] = ("pixel/255 (ToTensor), then 2x-1 (Normalize([0.5],[0.5])), "
+                                      "times TANH_RANGE")
+
+    return importing.import_once(path, files, PNG_IMPORTER, PNG_IMPORT_VERSION, write,
+                                 validate)
+
+
 def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str]) -> str:
-    """Validate a user's file, write the digits set, or generate synthetic crops."""
+    """Validate a user's file, import a folder of the seed's PNG crops, write the digits set,
+    or generate synthetic crops."""
     check_options(options)
     if path == DIGITS and not os.path.exists(DIGITS):
         target = cache_dir() / "digits-8x8.h5"
@@ -146,6 +261,14 @@ def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str
         return str(target)
     if not os.path.exists(path):
         raise DataError(f"--data {path}: no such file; check the path (or --data digits)")
+    if os.path.isdir(path):
+        return import_png_folder(path)
+    if Path(path).suffix.lower() == ".png":
+        raise DataError(f"--data {path}: a single PNG crop; point --data at the folder that "
+                        "holds the crops (larcv_png_<N>/larcv_png_<N>/*.png)")
+    if Path(path).suffix.lower() == ".npy":
+        raise DataError(f"--data {path}: a .npy file, not images; code vectors (target_<i>.npy) "
+                        "are EWM targets: --space ewm --data-option codes=FOLDER")
     validate(path)
     return os.path.abspath(path)
 

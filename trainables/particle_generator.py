@@ -280,7 +280,11 @@ class EwmKind(Kind):
     def train_epoch(self, model, data, opt, cfg, rng, ctx):
         device = ctx.device
         model.train()
-        codes = torch.from_numpy(np.asarray(data.arrays["codes"][data.train], np.float32)).to(device)
+        # the target set: external code vectors (--data-option codes=FOLDER), else the codes
+        # of the training images
+        targets = data.arrays["targets"] if "targets" in data.arrays else \
+            data.arrays["codes"][data.train]
+        codes = torch.from_numpy(np.array(targets, dtype=np.float32)).to(device)
         n = len(codes)
         batch, mem_size, kind = EWM_BATCH, int(cfg["mem_size"]), str(cfg["cost"])
         torch_rng = torch.Generator(device=device).manual_seed(int(rng.integers(2**31)))
