@@ -119,6 +119,8 @@ def check_space_fits_data(space: Space, data: DataSplits, source: str) -> None:
     from trainables.loop import input_keys
 
     config = dict(space.seed_config)
+    if not config:  # no seed configuration to build
+        return
     shape = "×".join(str(s) for s in data.info.input_shape)
     try:
         with torch.device("meta"), warnings.catch_warnings():
@@ -130,7 +132,9 @@ def check_space_fits_data(space: Space, data: DataSplits, source: str) -> None:
                 inputs = [torch.from_numpy(a.astype(np.float32) if a.dtype.kind == "f" else a)
                           .to("meta") for a in arrays]
                 model.eval()(*inputs)
-    except NotImplementedError:
+    except (NotImplementedError, KeyError, AttributeError):
+        # the meta device lacks an operation, or the seed configuration is incomplete (a
+        # space may register none): nothing is known about the data, so nothing is refused
         return
     except (ValueError, RuntimeError, TypeError, IndexError) as exc:
         if "meta" in str(exc).lower():  # the meta device, not the data, is the problem
