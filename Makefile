@@ -20,7 +20,7 @@ search: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --durations=15
 
 ## Longer end-to-end tests, kept out of the default run.
 test-slow: $(STAMP)
