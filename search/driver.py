@@ -11,7 +11,6 @@ import math
 import os
 import socket
 import sys
-import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -420,6 +419,7 @@ def _search(args: SearchSettings, space: Space, info: Any, state: ExperimentStat
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
+    from search.checkpoint_repair import RestoreFromNewestCheckpoint
     from search.distributed import run_distributed_trial
     from search.progress import ProgressLine
     from search.searcher import PlatformOptunaSearch
@@ -516,8 +516,9 @@ def _search(args: SearchSettings, space: Space, info: Any, state: ExperimentStat
                 name=args.experiment,
                 storage_path=args.storage,
                 # --verbose: Ray's own tables; otherwise one progress line
-                callbacks=[tracker, JsonLoggerCallback()] + ([] if args.verbose else [ProgressLine(
-                    args.trials, space.metric, space.mode, args.max_epochs)]),
+                callbacks=[RestoreFromNewestCheckpoint(), tracker, JsonLoggerCallback()]
+                + ([] if args.verbose else [ProgressLine(args.trials, space.metric, space.mode,
+                                                         args.max_epochs)]),
                 checkpoint_config=tune.CheckpointConfig(
                     num_to_keep=2, checkpoint_score_attribute=space.metric,
                     checkpoint_score_order=space.mode),
@@ -526,16 +527,10 @@ def _search(args: SearchSettings, space: Space, info: Any, state: ExperimentStat
             ),
         )
     results = tuner.fit()
-    # The summary needs only the results and MLflow: Ray's shutdown (a second or more of
-    # stopping processes) runs beside it.
-    import ray
-
-    stopping = threading.Thread(target=ray.shutdown, name="ray-shutdown")
-    stopping.start()
-    try:
-        return finish(args, space, state, results)
-    finally:
-        stopping.join()
+    # Ray is shut down after the summary (by the caller), never beside it: a thread still
+    # touching Ray's core worker once it is shut down ends the process with exit code 1
+    # ("The core worker has already been shutdown"), seen on a loaded CI machine.
+    return finish(args, space, state, results)
 
 
 def _finite(value: Any) -> bool:

@@ -309,6 +309,12 @@ def failure_reason(trial: Any) -> str:
         text = trial.get_error() or ""
     except Exception:  # noqa: BLE001 - a missing error file must not break bookkeeping
         text = ""
+    if not text:  # Ray writes the error beside the trial first and copies it to storage later
+        try:
+            with open(trial.error_file) as stream:
+                text = stream.read()
+        except Exception:  # noqa: BLE001 - no local copy either
+            text = ""
     lines = [line.strip() for line in str(text).splitlines()
              if line.strip() and not line.startswith("Failure #")]
     for line in reversed(lines):
