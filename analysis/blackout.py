@@ -83,7 +83,12 @@ def run(args: argparse.Namespace) -> int:
     if args.patch < 1 or args.samples < 1:
         raise BadInput("--patch and --samples must be at least 1")
     storage = str(Path(args.storage).absolute())
-    search = SearchRecord.load(storage, args.experiment)
+    override = None
+    if args.mlflow_uri is not None:
+        from tracking.record import existing_store_uri
+
+        override = existing_store_uri(args.mlflow_uri)
+    search = SearchRecord.load(storage, args.experiment, override)
     settings = search.settings
     space = get_space(settings["space"])
     if space.kind != "classify":

@@ -89,18 +89,11 @@ class Row:
 def open_client(uri: str | None) -> Any:
     """A client for ``--mlflow-uri`` (default ``sqlite:///<cwd>/mlflow.db``); a SQLite file
     must already exist (compare creates no store)."""
-    from tracking.store import resolve_mlflow_uri
-
-    resolved = resolve_mlflow_uri(uri)
-    if resolved.startswith("sqlite:///"):
-        db = Path(resolved[len("sqlite:///"):])
-        if not db.is_file():
-            where = "--mlflow-uri" if uri else "default --mlflow-uri"
-            raise BadInput(f"{where} {resolved}: no MLflow store there; run compare where the "
-                           "searches ran or pass --mlflow-uri")
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(resolved)
+    from tracking.record import existing_store_uri
+
+    return MlflowClient(existing_store_uri(uri))
 
 
 def known_experiments(client: Any) -> list[Any]:
@@ -210,11 +203,22 @@ def summarize(client: Any, name: str, parent: Any) -> Row:
                start_ms=info.start_time, **figures)
 
 
-def collect(client: Any, patterns: list[str]) -> tuple[list[Row], list[str]]:
-    """Rows for ``patterns`` in the order given, and notes for the reader."""
+def collect(client: Any, patterns: list[str], storage: str | None = None
+            ) -> tuple[list[Row], list[str]]:
+    """Rows for ``patterns`` in the order given, and notes for the reader; with ``storage``,
+    only the searches whose ``--storage`` it was."""
+    from tracking.store import STORAGE_TAG
+
     rows, notes = [], []
     for experiment, by_glob in select(client, patterns):
         parents = search_parents(client, experiment)
+        if storage is not None and parents:
+            parents = [p for p in parents if p.data.tags.get(STORAGE_TAG) == storage]
+            if not parents:
+                if by_glob:
+                    continue
+                raise BadInput(f"experiment {experiment.name!r} holds no search with --storage "
+                               f"{storage}; drop --storage or name its folder")
         if not parents:
             if by_glob:
                 continue
@@ -293,8 +297,20 @@ def run(args: argparse.Namespace) -> int:
             raise BadInput(f"--csv {args.csv}: folder {csv_path.parent} does not exist; create it")
         if csv_path.is_dir():
             raise BadInput(f"--csv {args.csv}: is a folder; name a file")
-    client = open_client(args.mlflow_uri)
-    rows, notes = collect(client, args.names)
+    patterns = list(args.names) + list(args.experiment)
+    if not patterns:
+        raise BadInput("name the searches to compare: launch.py compare NAME [NAME ...] "
+                       "(or --experiment NAME)")
+    storage = None
+    uri = args.mlflow_uri
+    if args.storage is not None:
+        from common.paths import is_uri
+        from tracking.record import recorded_store_uri
+
+        storage = args.storage if is_uri(args.storage) else str(Path(args.storage).resolve())
+        uri = uri or recorded_store_uri(storage, patterns)
+    client = open_client(uri)
+    rows, notes = collect(client, patterns, storage)
     text = to_csv(rows)
     if args.csv == "-":
         sys.stdout.write(text)

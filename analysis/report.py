@@ -632,7 +632,8 @@ def render_html(report: Report, pictures: list[Picture], figures: list[Path], fi
 
 
 # -- the sub-command -----------------------------------------------------------------------
-def load_report(storage: str, experiment: str) -> tuple[Report, Any, str]:
+def load_report(storage: str, experiment: str, tracking_uri: str | None = None
+                ) -> tuple[Report, Any, str]:
     """Read the search's record and Optuna study; returns the report, the MLflow client and
     the tracking URI. Raises :class:`BadInput` for anything the user must fix."""
     from search_spaces import get_space
@@ -643,7 +644,7 @@ def load_report(storage: str, experiment: str) -> tuple[Report, Any, str]:
     path = state_path(storage, experiment)
     if not path.exists():
         raise BadInput(f"no experiment {experiment!r} in {storage}; check --experiment and --storage")
-    search = SearchRecord.load(storage, experiment)
+    search = SearchRecord.load(storage, experiment, tracking_uri)
     settings = search.settings
     if "space" not in settings or "max_epochs" not in settings:
         raise BadInput(f"experiment state {path} lacks its settings; start a new --experiment")
@@ -694,7 +695,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out).absolute() if args.out else Path.cwd() / "reports" / name
     check_writable_dir(out, "--out")
     print(f"report: reading experiment {name!r} from {storage}", flush=True)
-    report, client, uri = load_report(storage, name)
+    override = None
+    if args.mlflow_uri is not None:
+        from tracking.record import existing_store_uri
+
+        override = existing_store_uri(args.mlflow_uri)
+    report, client, uri = load_report(storage, name, override)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from cli.main import Parser
+from cli.main import Parser, add_search_flags
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="launch.py blackout",
                description="Occlusion map of the best model of a finished classifier search.")
-    p.add_argument("--experiment", required=True, help="the finished search")
-    p.add_argument("--storage", default="ray_results", help="its --storage (ray_results)")
+    add_search_flags(p, "the finished classifier search")
     p.add_argument("--patch", type=int, default=4, help="edge of a blanked region in voxels (4)")
     p.add_argument("--samples", type=int, default=64, help="validation inputs averaged (64)")
     return p

@@ -60,6 +60,22 @@ class Parser(argparse.ArgumentParser):
         raise BadInput(f"{message} (see --help)")
 
 
+#: The sub-commands that read a finished search; each takes :func:`add_search_flags`.
+READS_A_SEARCH = ("report", "compare", "blackout")
+
+MLFLOW_URI_OF_SEARCH = ("MLflow tracking URI (default: the one the search recorded in --storage; "
+                        "give it when that store is reached by another address here)")
+
+
+def add_search_flags(p: argparse.ArgumentParser, what: str) -> None:
+    """``--experiment``, ``--storage``, ``--mlflow-uri``: the same names and meanings as the
+    search's own flags, on every sub-command that reads a finished search."""
+    p.add_argument("--experiment", required=True, help=f"{what} (the search's --experiment)")
+    p.add_argument("--storage", default="ray_results",
+                   help="the search's --storage folder or URI (ray_results)")
+    p.add_argument("--mlflow-uri", default=None, help=MLFLOW_URI_OF_SEARCH)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``launch.py`` argument parser (every flag is documented in README.md)."""
     p = Parser(

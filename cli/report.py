@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cli.main import Parser
+from cli.main import Parser, add_search_flags
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,8 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "parameter importances, parallel coordinates, slices, learning "
                            "curves, ASHA rungs and the best trial's figures; logged to the "
                            "experiment's MLflow parent run under report/.")
-    p.add_argument("--experiment", required=True, help="the search to report on")
-    p.add_argument("--storage", default="ray_results", help="its --storage (ray_results)")
+    add_search_flags(p, "the search to report on")
     p.add_argument("--out", default=None, help="output folder (reports/<experiment>)")
     return p
 

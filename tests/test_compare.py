@@ -34,7 +34,8 @@ def searches(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         first = request.getfixturevalue("finished_search")
         for result in (second.result(), local.result()):
             assert result.returncode == 0, result.stderr[-3000:]
-    return SimpleNamespace(uri=uri, first=first.experiment, local_cwd=local_cwd)
+    return SimpleNamespace(uri=uri, first=first.experiment, first_storage=first.storage,
+                           local_cwd=local_cwd, server_cwd=server_cwd)
 
 
 def parent_of(uri: str, experiment: str):
@@ -107,6 +108,29 @@ def test_default_sqlite_store(searches, tmp_path: Path):
     missing = run_cli("compare", "compare-local", cwd=tmp_path)
     assert missing.returncode == 2 and "no MLflow store" in missing.stderr
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_the_search_vocabulary_names_the_searches_and_their_store(searches, tmp_path: Path):
+    """--experiment and --storage mean what they mean to the search: the store is the one the
+    searches in --storage recorded (no --mlflow-uri needed), and only their searches count."""
+    result = run_cli("compare", "--experiment", searches.first, "--experiment", "compare-random",
+                     "--storage", str(searches.first_storage), cwd=tmp_path)
+    assert result.returncode == 2, result.stdout[-2000:]
+    assert "'compare-random' holds no search with --storage" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    result = run_cli("compare", "--experiment", searches.first, "--storage",
+                     str(searches.first_storage), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [line.split()[0] for line in result.stdout.splitlines()[1:2]] == [searches.first]
+    assert not (tmp_path / "mlflow.db").exists()  # the recorded server was read, no default store
+    # a glob over the folder's searches, with the store given explicitly
+    result = run_cli("compare", "--experiment", "compare-*", "--storage",
+                     str(searches.server_cwd / "ray_results"), "--mlflow-uri", searches.uri,
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [line.split()[0] for line in result.stdout.splitlines()[1:2]] == ["compare-random"]
+    nothing = run_cli("compare", "--mlflow-uri", searches.uri, cwd=tmp_path)
+    assert nothing.returncode == 2 and "name the searches to compare" in nothing.stderr
 
 
 @pytest.mark.parametrize("experiment", ["first", "compare-random"])

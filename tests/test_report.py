@@ -119,6 +119,10 @@ def test_report_refuses_bad_input(tmp_path, finished_search):
     _one_line_error(run_cli("report", "--experiment", finished_search.experiment, "--storage",
                             str(finished_search.storage), "--out", str(blocker / "sub"),
                             cwd=tmp_path), "--out", "not a folder")
+    _one_line_error(run_cli("report", "--experiment", finished_search.experiment, "--storage",
+                            str(finished_search.storage), "--mlflow-uri",
+                            f"sqlite:///{tmp_path / 'elsewhere.db'}", cwd=tmp_path),
+                    "--mlflow-uri", "no MLflow store there")
     assert not (tmp_path / "reports").exists()  # nothing created
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import BadInput, DataError
-from tracking.store import RUN_KIND_TAG
+from tracking.store import RUN_KIND_TAG, resolve_mlflow_uri
 
 PARENT_TAG = "mlflow.parentRunId"
 SEED_TAG = "scitune.seed"
@@ -89,6 +89,44 @@ def search_parents(client: Any, experiment_id: str) -> list[Any]:
     return sorted(parents, key=lambda r: r.info.start_time or 0)
 
 
+def existing_store_uri(uri: str | None) -> str:
+    """``--mlflow-uri`` of a command that reads searches (default ``sqlite:///<cwd>/mlflow.db``),
+    resolved and checked: a server must answer, a SQLite file must exist (reading creates no
+    store). Raises :class:`BadInput` naming the fix."""
+    resolved = resolve_mlflow_uri(uri)
+    if resolved.startswith("sqlite:///"):
+        db = Path(resolved[len("sqlite:///"):])
+        if not db.is_file():
+            where = "--mlflow-uri" if uri else "default --mlflow-uri"
+            raise BadInput(f"{where} {resolved}: no MLflow store there; run this where the "
+                           "searches ran or pass --mlflow-uri")
+    return resolved
+
+
+def recorded_store_uri(storage: str, patterns: list[str]) -> str | None:
+    """The MLflow store recorded by the searches in ``storage`` whose names match ``patterns``
+    (shell-style globs): None where none is recorded there; :class:`BadInput` where they
+    recorded different stores."""
+    import fnmatch
+
+    from tracking.state import ExperimentState, state_path
+
+    root = state_path(storage, "x").parent.parent
+    uris = set()
+    for path in sorted(root.glob("*/state.json")) if root.is_dir() else []:
+        if any(fnmatch.fnmatchcase(path.parent.name, p) for p in patterns):
+            try:
+                uri = ExperimentState.load(path).data.get("tracking_uri")
+            except ValueError:
+                continue
+            if uri:
+                uris.add(uri)
+    if len(uris) > 1:
+        raise BadInput(f"--storage {storage}: the searches named were logged to different MLflow "
+                       f"stores ({', '.join(sorted(uris))}); pass --mlflow-uri")
+    return next(iter(uris), None)
+
+
 class SearchRecord:
     """One search as its books hold it. Build it with :meth:`load` (by ``--storage`` and
     experiment name, from ``state.json``), :meth:`latest` (the last finished search of an
@@ -105,9 +143,11 @@ class SearchRecord:
 
     # -- building ---------------------------------------------------------------------------
     @classmethod
-    def load(cls, storage: str, name: str) -> SearchRecord:
+    def load(cls, storage: str, name: str, tracking_uri: str | None = None) -> SearchRecord:
         """The search ``name`` recorded in ``storage`` (raises :class:`BadInput`). Reads
-        ``state.json`` only: MLflow is reached on first use, so cheap checks come first."""
+        ``state.json`` only: MLflow is reached on first use, so cheap checks come first.
+        ``tracking_uri`` overrides the MLflow store the search recorded (``--mlflow-uri``:
+        the same server reached by another address, or a copied store)."""
         from tracking.state import ExperimentState, state_path
 
         path = state_path(storage, name)
@@ -118,7 +158,8 @@ class SearchRecord:
             state = ExperimentState.load(path)
         except ValueError as exc:
             raise BadInput(str(exc)) from None
-        return cls(None, None, name, state, tracking_uri=state.data.get("tracking_uri") or "",
+        return cls(None, None, name, state,
+                   tracking_uri=tracking_uri or state.data.get("tracking_uri") or "",
                    parent_run_id=state.data["parent_run_id"])
 
     @classmethod
