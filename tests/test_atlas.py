@@ -137,7 +137,8 @@ def test_bad_calorimeter_files(tmp_path, overrides, message):
         get_dataset("calo").prepare(write_calo(tmp_path / "bad.h5", **overrides), 0, 0, {})
 
 
-@pytest.mark.parametrize("space", ["etmiss", "etmiss_gbdt"])
+# etmiss_gbdt (~14 s) in the slow suite: its trees train in the contract suite by default
+@pytest.mark.parametrize("space", ["etmiss", pytest.param("etmiss_gbdt", marks=pytest.mark.slow)])
 def test_cli_search(tmp_path, space):
     db = tmp_path / "mlflow.db"
     result = run_cli("--space", space, "--trials", "2", "--max-epochs", "1", "--samples", "120",

@@ -194,6 +194,7 @@ def test_bad_multimodal_files(tmp_path, overrides, message):
         get_dataset("multimodal").prepare(str(path), 0, 0, {})
 
 
+@pytest.mark.slow  # ~19 s; by default the pheno_nn CLI search and the contract suite
 def test_cli_blackout_after_a_cnn_search(tmp_path):
     db, storage = tmp_path / "mlflow.db", tmp_path / "ray"
     common = ["--max-epochs", "1", "--samples", "60", "--data-option", "size=16",

@@ -50,6 +50,7 @@ def optuna_study(experiment_dir: Path):
 
 
 
+@pytest.mark.slow  # ~20 s; by default divergence is caught in test_kinds, recorded in test_record
 def test_trial_faults_are_recorded_and_the_search_goes_on(tmp_path):
     db = tmp_path / "mlflow.db"
     env = dict(PLUGIN_ENV, SCITUNE_FAULT_DIR=str(tmp_path / "markers"))
@@ -99,6 +100,7 @@ def _poll_trial_pid(experiment_dir: Path, min_epoch: int, timeout: float) -> int
     return None
 
 
+@pytest.mark.slow  # ~29 s; by default test_ctrl_c_leaves_no_run_running_and_resume_finishes
 def test_worker_killed_mid_trial_resumes_from_checkpoint(tmp_path):
     db = tmp_path / "mlflow.db"
     args = ["--space", "resnet1d", "--trials", "2", "--max-epochs", "4", "--samples", "600",

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import REPO
 from tracking.store import ensure_sqlite_store
 
@@ -52,6 +54,7 @@ def test_partial_files_of_dead_processes_are_removed(tmp_path):
     assert not stale.exists() and usable(tmp_path / "mlflow.db")
 
 
+@pytest.mark.slow  # ~10 s of repeated kills; keeps the default suite under 10 minutes
 def test_a_kill_during_creation_leaves_no_store_or_a_whole_one(tmp_path):
     rng = random.Random(7)
     outcomes = []

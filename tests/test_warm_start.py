@@ -38,6 +38,7 @@ def restored_study(experiment_dir: Path):
     return searcher._ot_study
 
 
+@pytest.mark.slow  # ~40 s: three searches and a resume
 def test_warm_start_and_file_prior_survive_a_resume(tmp_path, restored_environ):
     from analysis.export import write_best
     from datasets import get_dataset

@@ -316,6 +316,7 @@ def test_cli_search_logs_runs_and_pictures(tmp_path, space, metric, figure):
         assert f"figures/epoch_001/{figure}" in pictures, pictures
 
 
+@pytest.mark.slow  # ~21 s; by default the dcgan CLI search and tests/test_import_watchmal.py
 def test_cli_trains_on_an_independent_file_and_refuses_a_broken_one(tmp_path):
     events = write_independent_file(tmp_path / "events.h5", n=60)
     split = tmp_path / "split.npz"
