@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+SLOW_STAMP := $(VENV)/.installed-slow
 
 .PHONY: search test test-slow lint clean-venv gpu-check gpu-bundle gpu-check-offline
 
@@ -22,9 +23,15 @@ test: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -m "not slow" --durations=15
 
-## Longer end-to-end tests, kept out of the default run.
-test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow
+## Longer end-to-end tests, kept out of the default run: they also need the team server's
+## and the browser tests' packages, and PostgreSQL and Chromium (apt-get, where it can run).
+$(SLOW_STAMP): $(STAMP) deploy/system_packages.sh
+	$(PY) -m pip install --quiet -e '.[test,team,browser]'
+	bash deploy/system_packages.sh
+	touch $(SLOW_STAMP)
+
+test-slow: $(SLOW_STAMP)
+	$(PY) -m pytest -q -m slow --durations=15
 
 ## Every GPU path proven on one CUDA GPU in <= 8 minutes (bench/gpu_check.py; results in
 ## bench/gpu_check_out/). Its CPU dry run (--cpu-dry-run) is part of `make test`.

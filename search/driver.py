@@ -27,7 +27,14 @@ from search.stages import check_space_fits_data, prepare_data
 from search_spaces import Space, get_space
 from tracking.record import same_config
 from tracking.state import ExperimentState, state_path
-from tracking.store import RUN_KIND_TAG, STORAGE_TAG, git_commit, open_mlflow_experiment, resolve_mlflow_uri
+from tracking.store import (
+    RUN_KIND_TAG,
+    STORAGE_TAG,
+    git_commit,
+    open_mlflow_experiment,
+    resolve_mlflow_uri,
+    shown_uri,
+)
 from tracking.tracker import MlflowTracker
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -444,7 +451,7 @@ def _search(args: SearchSettings, space: Space, info: Any, state: ExperimentStat
     print(f"data: {data_path}")
     if dashboard:
         print(f"Ray dashboard: {dashboard}  (login token: `ray get-auth-token`)")
-    print(f"MLflow: {state.data['tracking_uri']} (experiment {args.experiment!r})")
+    print(f"MLflow: {shown_uri(state.data['tracking_uri'])} (experiment {args.experiment!r})")
     journal = journal_path(args.storage)
     print(f"Optuna study {args.experiment!r}: optuna-dashboard {journal} --host 127.0.0.1")
     sys.stdout.flush()

@@ -13,6 +13,7 @@ from search.settings import SearchResult, SearchSettings
 from search_spaces import Space
 from tracking.record import BEST_CHECKPOINT, BEST_CONFIG, SearchRecord
 from tracking.state import ExperimentState
+from tracking.store import shown_uri
 from trainables.checkpoint import CHECKPOINT_FILE, FAILURE_KEY
 
 
@@ -232,8 +233,12 @@ def finish(args: SearchSettings, space: Space, state: ExperimentState, results: 
     if model_uri:
         print(f"best model:      mlflow.pytorch.load_model('{model_uri}')")
     uri = state.data["tracking_uri"]
-    print(f"MLflow UI:       mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
-          "  → http://127.0.0.1:5000")
+    if uri.startswith(("http://", "https://")):  # the server is the UI
+        print(f"MLflow UI:       {uri.rstrip('/')}/#/experiments/"
+              f"{state.data.get('mlflow_experiment_id', '')}")
+    else:
+        print(f"MLflow UI:       mlflow ui --backend-store-uri {shown_uri(uri)} --host 127.0.0.1 "
+              "--port 5000  → http://127.0.0.1:5000")
     print("Ray dashboard:   shown at http://127.0.0.1:8265 while a search runs "
           "(`ray start --head` keeps one up)")
     return result(0, best_config=best["config"], best_value=best["best"],

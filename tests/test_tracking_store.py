@@ -73,3 +73,13 @@ def test_a_kill_during_creation_leaves_no_store_or_a_whole_one(tmp_path):
         assert usable(db), f"attempt {attempt}: the store is unusable after a kill"
         assert not list(db.parent.glob(".mlflow.db.partial-*"))
     assert outcomes.count(False) >= 1, "no kill landed before the store was complete"
+
+
+def test_a_database_password_is_never_printed():
+    from tracking.store import shown_uri
+
+    assert shown_uri("postgresql://me:p@ss:w0rd@db.example:5432/mlflow") == \
+        "postgresql://me:***@db.example:5432/mlflow"
+    assert shown_uri("postgresql+psycopg2://me:secret@host/db") == "postgresql+psycopg2://me:***@host/db"
+    for uri in ("postgresql://me@host/db", "http://127.0.0.1:5000", "sqlite:////tmp/x@y:z/m.db"):
+        assert shown_uri(uri) == uri

@@ -50,10 +50,71 @@ def resolve_mlflow_uri(uri: str | None) -> str:
             raise BadInput(f"--mlflow-uri {uri}: tracking server unreachable ({reason}); "
                            "start it (mlflow server ...) or fix the URI") from None
         return uri
-    if uri.startswith(("postgresql", "mysql", "databricks")):
+    if uri.startswith("postgresql"):
+        return _checked_postgresql_uri(uri)
+    if uri.startswith(("mysql", "databricks")):
         return uri
     raise BadInput(f"--mlflow-uri {uri}: use sqlite:////abs/path.db or http://host:port")
 
+
+def _checked_postgresql_uri(uri: str) -> str:
+    """Name the installed driver in a ``postgresql://`` URI and check the database answers.
+
+    SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3; the project extra ``team``
+    installs psycopg2, so a bare URI is given the driver that is installed (psycopg 3
+    first). The password is never shown in a message."""
+    import importlib.util
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(uri)
+    except ArgumentError as exc:
+        raise BadInput(f"--mlflow-uri: not a database URI ({exc})") from None
+    shown = url.render_as_string(hide_password=True)
+    if url.drivername == "postgresql":
+        driver = next((d for d in ("psycopg", "psycopg2")
+                       if importlib.util.find_spec(d) is not None), None)
+        if driver is None:
+            raise BadInput(f"--mlflow-uri {shown}: no PostgreSQL driver is installed; "
+                           "pip install -e '.[team]'")
+        url = url.set(drivername=f"postgresql+{driver}")
+        uri = f"postgresql+{driver}://{uri.partition('://')[2]}"  # the rest as the user wrote it
+    else:  # postgresql+DRIVER://: libpq's drivers are checked, others left to SQLAlchemy
+        driver = url.drivername.partition("+")[2]
+        if driver not in ("psycopg", "psycopg2"):
+            return uri
+        if importlib.util.find_spec(driver) is None:
+            raise BadInput(f"--mlflow-uri {shown}: driver {driver!r} is not installed; "
+                           "pip install -e '.[team]' (psycopg2) or use postgresql://")
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool,
+                                      connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise BadInput(f"--mlflow-uri {shown}: database unreachable ({reason}); start it, "
+                       "create the role and database (deploy/team-server/create_db.sh) or "
+                       "fix the URI") from None
+    finally:
+        engine.dispose()
+    return uri
+
+
+def shown_uri(uri: str) -> str:
+    """A tracking URI as it may be printed: a database password masked as ``***``."""
+    if "://" not in uri or uri.startswith(("sqlite:", "file:")):
+        return uri
+    scheme, _, rest = uri.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return uri
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
 
 
 def open_mlflow_experiment(tracking_uri: str, name: str) -> str:
