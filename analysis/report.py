@@ -500,7 +500,8 @@ def rungs_picture(report: Report) -> Picture:
     ax.set_ylabel("trials")
     ax.grid(axis="x", alpha=0)
     ax.set_title(f"{report.experiment}: trials that reached each "
-                 + ("ASHA rung" if asha else "epoch") + f" (scheduler {settings.get('scheduler')})")
+                 + ("ASHA rung" if asha else "epoch") + f"\n(scheduler {settings.get('scheduler')})",
+                 fontsize=10)  # two lines: a long experiment name stays inside the picture
     fig.tight_layout()
     rungs = ", ".join(str(e) for e, _ in counts[:-1] if e < max_epochs) or "none before the last"
     caption = (f"How many of the {len(reached)} trials trained at least that many epochs. ASHA "
