@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import faulthandler
 import json
 import math
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -233,6 +235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # `kill -USR1 <pid>` prints every thread's stack to stderr and carries on: what a run
+    # that seems stuck is doing, without a debugger
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         if argv and argv[0] in SUBCOMMANDS:
             import importlib

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -57,11 +58,27 @@ def kill_tree(pid: int) -> None:
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run ``launch.py`` in a subprocess as a user would."""
+    """Run ``launch.py`` in a subprocess as a user would. One that outlives ``timeout`` is
+    asked for every thread's stack (SIGUSR1, see cli.main) before it and its Ray processes
+    are killed, and the failure shows where it stood."""
+    import signal
+
     full_env = dict(os.environ)
     full_env.update(env or {})
-    return subprocess.run([sys.executable, str(REPO / "launch.py"), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout, env=full_env)
+    command = [sys.executable, str(REPO / "launch.py"), *args]
+    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=full_env)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        kill_tree(proc.pid)
+        stdout, stderr = proc.communicate()
+        raise AssertionError(f"launch.py {' '.join(args)} ran over {timeout:.0f} s; its output "
+                             f"ends:\n{stdout[-2000:]}\nand its threads stood at:\n"
+                             f"{stderr[-8000:]}") from None
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
 def free_port() -> int:

@@ -302,3 +302,11 @@ def test_driver_killed_before_tunes_first_checkpoint_resumes_every_trial(tmp_pat
     finished = [r for r in children if r.info.status == "FINISHED"]
     assert len(finished) == 3, [(r.info.status, r.data.tags.get("trial_id")) for r in children]
     assert all(r.info.status != "RUNNING" for r in children)
+
+
+def test_a_stuck_run_shows_where_it_stood(tmp_path):
+    """SIGUSR1 prints every thread's stack and the run goes on; run_cli uses it on a timeout."""
+    with pytest.raises(AssertionError, match=r"(?s)ran over 6 s.*threads stood at.*File \""):
+        run_cli("--space", "resnet1d", "--trials", "50", "--samples", "300", "--experiment",
+                "stuck", "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--storage",
+                str(tmp_path / "ray"), cwd=tmp_path, timeout=6)
