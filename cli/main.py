@@ -235,10 +235,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # `kill -USR1 <pid>` prints every thread's stack to stderr and carries on: what a run
-    # that seems stuck is doing, without a debugger
-    if hasattr(signal, "SIGUSR1"):
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # `kill -USR2 <pid>` prints every thread's stack to stderr and carries on: what a run
+    # that seems stuck is doing, without a debugger (not SIGUSR1: Ray Tune takes that one
+    # to stop a search)
+    if hasattr(signal, "SIGUSR2"):
+        faulthandler.register(signal.SIGUSR2, all_threads=True)
     try:
         if argv and argv[0] in SUBCOMMANDS:
             import importlib

@@ -59,7 +59,7 @@ def kill_tree(pid: int) -> None:
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run ``launch.py`` in a subprocess as a user would. One that outlives ``timeout`` is
-    asked for every thread's stack (SIGUSR1, see cli.main) before it and its Ray processes
+    asked for every thread's stack (SIGUSR2, see cli.main) before it and its Ray processes
     are killed, and the failure shows where it stood."""
     import signal
 
@@ -71,13 +71,14 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600,
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGUSR1)
+        proc.send_signal(signal.SIGUSR2)
         time.sleep(2)
+        state = "still running" if proc.poll() is None else f"exited {proc.returncode}"
         kill_tree(proc.pid)
         stdout, stderr = proc.communicate()
-        raise AssertionError(f"launch.py {' '.join(args)} ran over {timeout:.0f} s; its output "
-                             f"ends:\n{stdout[-2000:]}\nand its threads stood at:\n"
-                             f"{stderr[-8000:]}") from None
+        raise AssertionError(f"launch.py {' '.join(args)} ran over {timeout:.0f} s ({state} "
+                             f"after the stack dump); its output ends:\n{stdout[-2000:]}\n"
+                             f"and its threads stood at:\n{stderr[-8000:]}") from None
     return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
