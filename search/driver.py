@@ -272,6 +272,8 @@ def run_search(settings: SearchSettings) -> SearchResult:
         for key in STORED_SETTINGS:
             setattr(args, key, stored.get(key, getattr(args, key, None)))
         tracking_uri = state.data["tracking_uri"]
+        if tracking_uri.startswith(("http://", "https://", "postgresql")):
+            tracking_uri = resolve_mlflow_uri(tracking_uri)  # reachable, the password found
         space = get_space(args.space)
         spec = get_dataset(space.dataset)
         data_path = prepare_data(space, args.data, args.samples, args.seed, args.data_option,

@@ -57,14 +57,19 @@ def kill_tree(pid: int) -> None:
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+            env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess:
     """Run ``launch.py`` in a subprocess as a user would. One that outlives ``timeout`` is
     asked for every thread's stack (SIGUSR2, see cli.main) before it and its Ray processes
-    are killed, and the failure shows where it stood."""
+    are killed, and the failure shows where it stood. ``env`` adds to this process's
+    environment; a None value removes that variable."""
     import signal
 
     full_env = dict(os.environ)
-    full_env.update(env or {})
+    for key, value in (env or {}).items():
+        if value is None:
+            full_env.pop(key, None)
+        else:
+            full_env[key] = value
     command = [sys.executable, str(REPO / "launch.py"), *args]
     proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=full_env)

@@ -242,18 +242,40 @@ def test_search_through_the_team_server_survives_a_driver_kill(team_server, post
     assert rows == "FINISHED|6", rows  # the parent run and 5 trial runs
 
 
-def test_search_straight_into_postgresql(postgres, tmp_path):
+def test_search_straight_into_postgresql(postgres, tmp_path, monkeypatch):
     made = create_db(postgres, "direct", "scitune_direct", DIRECT_PASSWORD)
     assert made.returncode == 0, made.stderr
     uri = (f"postgresql://direct:{quote(DIRECT_PASSWORD, safe='')}@127.0.0.1:{postgres.port}"
            "/scitune_direct")
+    no_password = {"PGPASSWORD": None, "PGPASSFILE": str(tmp_path / "no-pgpass")}
     result = run_cli(*SEARCH, "--trials", "4", "--experiment", "direct", "--mlflow-uri", uri,
-                     "--storage", str(tmp_path / "ray"), cwd=tmp_path)
+                     "--storage", str(tmp_path / "ray"), "--export-best",
+                     str(tmp_path / "best.yaml"), cwd=tmp_path, env=no_password)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "trials 4/4 done" in result.stdout
 
+    # the password reaches the database, never a file or the output
     stored = json.loads(state_path(tmp_path / "ray", "direct").read_text())["tracking_uri"]
-    assert stored == uri.replace("postgresql://", "postgresql+psycopg2://"), stored
+    assert stored == f"postgresql+psycopg2://direct@127.0.0.1:{postgres.port}/scitune_direct"
+    written = [state_path(tmp_path / "ray", "direct"), tmp_path / "ray" / "direct" / "tuner.pkl",
+               tmp_path / "best.yaml"]
+    for secret in (DIRECT_PASSWORD, quote(DIRECT_PASSWORD, safe="")):
+        assert secret not in result.stdout + result.stderr
+        for path in written:
+            assert secret.encode() not in path.read_bytes(), path
+    assert stored.encode() in written[1].read_bytes()  # what Ray keeps is the URI without it
+    # reading the search again needs the password again: one line without it, then PGPASSWORD
+    report = ["report", "--experiment", "direct", "--storage", str(tmp_path / "ray")]
+    resume = ["--resume", "--experiment", "direct", "--storage", str(tmp_path / "ray")]
+    for command in (report, resume):
+        refused = run_cli(*command, cwd=tmp_path, env=no_password)
+        assert refused.returncode == 2, (command, refused.stderr[-2000:])
+        assert "no password supplied" in refused.stderr and "PGPASSWORD" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    read = run_cli(*report, cwd=tmp_path, env={**no_password, "PGPASSWORD": DIRECT_PASSWORD})
+    assert read.returncode == 0, read.stderr[-2000:]
+    monkeypatch.setenv("PGPASSWORD", DIRECT_PASSWORD)  # runs_of below connects from here
     client, exp, parents, children = runs_of(stored, "direct")
     assert_exactly_once(client, parents, children, trials=4, max_epochs=3)
     assert parents[0].info.status == "FINISHED"

@@ -201,10 +201,11 @@ class SearchRecord:
             from mlflow.tracking import MlflowClient
 
             uri = self._tracking_uri or ""
-            if uri.startswith(("http://", "https://")):
+            if uri.startswith(("http://", "https://", "postgresql")):
                 from tracking.store import resolve_mlflow_uri
 
-                uri = resolve_mlflow_uri(uri)  # a one-line error now beats MLflow's retries
+                # a one-line error now beats MLflow's retries (or a missing password's trace)
+                uri = resolve_mlflow_uri(uri)
             self._client = MlflowClient(uri)
         return self._client
 

@@ -62,7 +62,10 @@ def _checked_postgresql_uri(uri: str) -> str:
 
     SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3; the project extra ``team``
     installs psycopg2, so a bare URI is given the driver that is installed (psycopg 3
-    first). The password is never shown in a message."""
+    first). The password is never shown in a message, nor kept: for libpq's drivers it moves
+    into this process's ``PGPASSWORD`` and the URI returned (which the search records in its
+    state, Ray's ``tuner.pkl`` and exported files) has none; a later ``--resume``, ``report``
+    or ``compare`` finds it in ``PGPASSWORD``, ``~/.pgpass`` or a ``--mlflow-uri`` with it."""
     import importlib.util
 
     from sqlalchemy.engine import make_url
@@ -88,6 +91,10 @@ def _checked_postgresql_uri(uri: str) -> str:
         if importlib.util.find_spec(driver) is None:
             raise BadInput(f"--mlflow-uri {shown}: driver {driver!r} is not installed; "
                            "pip install -e '.[team]' (psycopg2) or use postgresql://")
+    if url.password is not None:  # libpq reads PGPASSWORD where the URI names none
+        os.environ["PGPASSWORD"] = str(url.password)
+        url = url._replace(password=None)  # URL.set takes None as "unchanged"
+        uri = url.render_as_string(hide_password=False)
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
@@ -98,9 +105,11 @@ def _checked_postgresql_uri(uri: str) -> str:
             pass
     except sqlalchemy.exc.SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise BadInput(f"--mlflow-uri {shown}: database unreachable ({reason}); start it, "
-                       "create the role and database (deploy/team-server/create_db.sh) or "
-                       "fix the URI") from None
+        fix = ("give the role's password (in --mlflow-uri, PGPASSWORD or ~/.pgpass; a "
+               "search does not store it)" if "password" in reason else
+               "start it, create the role and database (deploy/team-server/create_db.sh) "
+               "or fix the URI")
+        raise BadInput(f"--mlflow-uri {shown}: database unreachable ({reason}); {fix}") from None
     finally:
         engine.dispose()
     return uri
