@@ -320,9 +320,10 @@ def run_search(settings: SearchSettings) -> SearchResult:
 
     knowledge: dict[str, Any] = {}  # the prior's centre and the warm-start trials
 
-    def prepare() -> tuple[Any, ExperimentState, str]:
-        """Data, experiment folder and MLflow runs (overlaps Ray's start in local mode)."""
-        nonlocal data_path, state, space
+    def prepare_data_and_space() -> Any:
+        """Data (generated or imported), the narrowed space, the prior and the warm start:
+        all numeric work, done before Ray starts (see below)."""
+        nonlocal data_path, space
         if data_path is None:
             data_path = prepare_data(space, None, samples, args.seed, args.data_option,
                                      tracking_uri)
@@ -349,6 +350,11 @@ def run_search(settings: SearchSettings) -> SearchResult:
                 if not args.resume:
                     raise
                 print(f"warning: {exc} (kept from the search's checkpoint)")
+        return info
+
+    def prepare_tracking() -> ExperimentState:
+        """Experiment folder and MLflow runs (overlaps Ray's start in local mode)."""
+        nonlocal state
         if state is None:
             if not remote:
                 Path(exp_dir).mkdir(parents=True, exist_ok=False)
@@ -358,7 +364,7 @@ def run_search(settings: SearchSettings) -> SearchResult:
 
             MlflowClient(state.data["tracking_uri"]).update_run(state.data["parent_run_id"],
                                                                 status="RUNNING")
-        return info, state, data_path
+        return state
 
     import ray
 
@@ -366,16 +372,22 @@ def run_search(settings: SearchSettings) -> SearchResult:
         if args.address:
             dashboard = init_ray(args)
             concurrency = check_resources(args, args.trials, cluster_snapshot())
-            info, state, data_path = prepare()
+            info = prepare_data_and_space()
+            state = prepare_tracking()
         else:
             # The local node's resources are known before it starts, so the request is
-            # checked first and the data and MLflow set-up (seconds: a new SQLite store
-            # migrates its schema) run while Ray starts.
+            # checked first. The data come next, before Ray starts: Ray starts its processes
+            # with fork() (a preexec_fn), and numpy's OpenBLAS hangs for good when a fork
+            # happens during a threaded BLAS call in another thread (its fork handler stops
+            # the BLAS threads that call waits on; seen in CI: data generation stuck at one
+            # matrix product for 300 s). Only the MLflow set-up (a new SQLite store migrates
+            # its schema, a second or more), which does no BLAS work, runs while Ray starts.
             concurrency = check_resources(args, args.trials, local_snapshot())
+            info = prepare_data_and_space()
             with ThreadPoolExecutor(max_workers=1) as pool:
-                prepared = pool.submit(prepare)
+                tracked = pool.submit(prepare_tracking)
                 dashboard = init_ray(args)
-                info, state, data_path = prepared.result()
+                state = tracked.result()
         return _search(args, space, info, state, exp_dir, data_path, concurrency, dashboard,
                        knowledge)
     finally:
