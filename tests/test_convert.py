@@ -82,3 +82,15 @@ def test_bad_requests_exit_2_with_one_line_and_write_nothing(tmp_path, seed_torc
         assert not out.exists()
     if case == "not data":
         assert str(tmp_path / "bad.pt") in lines[0], "the error must name the user's file"
+
+
+def test_force_replaces_an_existing_out_atomically(tmp_path, seed_torch_file):
+    src, x, _ = seed_torch_file
+    out = tmp_path / "xrd.h5"
+    out.write_bytes(b"an older file")
+    done = convert(str(src), "--space", "resnet1d", "--out", str(out), "--force",
+                   cache=tmp_path / "c")
+    assert done.returncode == 0, done.stderr
+    with h5py.File(out) as f:
+        np.testing.assert_array_equal(f["patterns"][()], x)
+    assert not list(tmp_path.glob("*.part")), "the temporary file was left behind"
