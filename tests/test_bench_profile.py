@@ -89,7 +89,10 @@ def test_a_profiled_search_accounts_for_its_wall_time():
     assert out.returncode == 0, out.stderr[-3000:]
     wall = float(re.search(r"wall ([\d.]+) s under the profiler", out.stdout).group(1))
     driver = float(re.search(r"\*\*driver wall\*\* \| \*\*([\d.]+)\*\*", out.stdout).group(1))
-    assert abs(driver - wall) < 0.5, out.stdout  # the driver's table adds up to its wall time
+    # the driver's table adds up to its wall time; on a loaded machine py-spy's sample count
+    # can exceed rate x wall a little (104.7 s of samples in 103.7 s with both cores busy),
+    # while a table counting a second thread, or missing a phase, is far off
+    assert abs(driver - wall) < max(0.5, 0.02 * wall), out.stdout
     work, in_trials = map(float, re.search(r"trial work ([\d.]+) s of ([\d.]+) s", out.stdout).groups())
     # 6 trials of 5 x 0.2 s; ASHA stops some after 1 report: between 6 x 0.2 and 6 x 1 s of sleep
     assert 1.0 <= work <= 6.5 and work < in_trials, out.stdout
