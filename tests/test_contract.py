@@ -146,12 +146,14 @@ def test_one_epoch_reports_objective_and_checkpoint_round_trips(name, tiny_data,
     assert [m["epoch"] for m in resumed] == [2], "resume must continue after the saved epoch"
 
     # A checkpoint of the last epoch (the driver stopped before Ray marked the trial done)
-    # reports that epoch again rather than ending without the metric.
+    # reports that epoch again rather than ending without the metric, with the epoch's
+    # pictures (the driver may have died before it logged them).
     again = []
     fit(space, trainable_seed_config(space), data, FitSettings(max_epochs=1, seed=0),
-        report=lambda m, s: again.append(m), state=restored)
-    assert [m["epoch"] for m in again] == [1]
-    assert again[0][space.metric] == pytest.approx(metrics[space.metric])
+        report=lambda m, s: again.append((m, s)), state=restored)
+    assert [m["epoch"] for m, _ in again] == [1]
+    assert again[0][0][space.metric] == pytest.approx(metrics[space.metric])
+    assert set(again[0][1].get(FIGURES_KEY) or {}) == set(state.get(FIGURES_KEY) or {})
 
 
 @pytest.fixture(scope="module")

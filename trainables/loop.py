@@ -469,13 +469,14 @@ def fit(space: Any, config: Mapping[str, Any], data: DataSplits, settings: FitSe
         # wrote it, before Ray marked the trial done): report that epoch again instead of
         # ending without a result, which Tune would refuse for lacking the metric.
         metrics = dict(state.get("metrics") or {})
-        if not metrics:
-            metrics = dict(kind.evaluate(model, data, "val", config, ctx))
-            metrics["epoch"] = start_epoch
+        pictures_due = settings.figure_epoch(start_epoch)
+        if not metrics or pictures_due:  # a kind's pictures are of its last validation pass
+            evaluated = dict(kind.evaluate(model, data, "val", config, ctx))
+            if not metrics:
+                metrics = {**evaluated, "epoch": start_epoch}
         new_state = {"model": core.state_dict(), "optimizer": opt.state_dict(),
                      "epoch": start_epoch, "metrics": metrics}
-        if settings.figure_epoch(start_epoch) and (settings.shard is None
-                                                   or settings.shard[0] == 0):
+        if pictures_due and (settings.shard is None or settings.shard[0] == 0):
             new_state[FIGURES_KEY] = kind.figures(model, data, config, ctx)
         report(dict(metrics), new_state)
     for epoch in range(start_epoch + 1, settings.max_epochs + 1):
