@@ -407,7 +407,8 @@ class Runner:
         gpus = 0.0 if self.dry_run else 1.0
         epochs = self.sizes.ddp_epochs
         check.target = ("the trial resumes from its checkpoint after the driver is killed: "
-                        f"epochs 1..{epochs} each trained once, MLflow run FINISHED")
+                        f"epochs 1..{epochs} each trained once, MLflow run FINISHED, the last "
+                        "epoch's pictures logged")
         check.measured["backend"] = ddp_backend(gpus / 2) if gpus else "gloo (CPU)"
         args = self.search_args(experiment, "--trials", "1", "--max-epochs", str(epochs),
                                 "--workers-per-trial", "2", "--gpus-per-trial", f"{gpus:g}",
@@ -452,6 +453,11 @@ class Runner:
         require(epochs_reported[-(epochs - 1):] == list(range(2, epochs + 1))
                 and epochs_reported.count(1) <= 1, f"epochs reported {epochs_reported}: the "
                 "trial did not continue from its checkpoint")
+        last_pictures = f"figures/epoch_{epochs:03d}"
+        pictures = [a.path for a in self.client().list_artifacts(run.info.run_id, last_pictures)]
+        check.measured["last_epoch_pictures"] = pictures
+        require(f"{last_pictures}/confusion_matrix.png" in pictures,
+                f"rank 0's pictures of epoch {epochs} did not reach MLflow ({pictures})")
         if not self.dry_run:
             require((run.data.metrics.get("gpu_memory_peak_mib") or 0) > 0,
                     "the DDP workers did not train on the GPU")

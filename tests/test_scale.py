@@ -94,6 +94,9 @@ def test_multi_worker_trial_trains_checkpoints_and_resumes(tmp_path, kill_after)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_top1")]
     assert steps == [1, 2, 3]
+    # rank 0's pictures travel in the Train checkpoint; the driver logs them to the trial's run
+    pictures = [a.path for a in client.list_artifacts(runs[0].info.run_id, "figures/epoch_003")]
+    assert "figures/epoch_003/confusion_matrix.png" in pictures, pictures
     # resumed from the checkpoint: the Tune trial's results after the restart start past epoch 1
     trial_dir = next((storage / "ddp").glob("trial_*"))
     epochs = [json.loads(x)["epoch"] for x in

@@ -28,8 +28,11 @@ from tracking.state import ExperimentState
 from tracking.store import RUN_KIND_TAG
 from trainables.checkpoint import FAILURE_KEY
 
+#: the result key under which Ray Tune's ``TuneReportCallback`` passes a multi-worker
+#: trial's checkpoint (rank 0's, in the trial's Ray Train run; ray.tune.integration.ray_train)
+TRAIN_CHECKPOINT_KEY = "checkpoint_path"
 SKIP_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint",
-                                     "node_id", "checkpoint_path", FAILURE_KEY}
+                                     "node_id", TRAIN_CHECKPOINT_KEY, FAILURE_KEY}
 
 
 def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -231,6 +234,22 @@ class MlflowTracker(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
         self._submit(self._result, self._key(trial), dict(result))
+        train_checkpoint = result.get(TRAIN_CHECKPOINT_KEY)
+        if isinstance(train_checkpoint, str) and train_checkpoint:
+            # A multi-worker trial reports no Tune checkpoint: rank 0 wrote it (pictures
+            # included) into the trial's Ray Train run, whose path comes with the result; that
+            # run lies on the search's storage, so the trial's file system reads it (a path
+            # on cloud storage carries no scheme).
+            from ray.train import Checkpoint
+
+            filesystem = getattr(getattr(trial, "storage", None), "storage_filesystem", None)
+            try:
+                checkpoint = Checkpoint(train_checkpoint, filesystem=filesystem)
+            except Exception as exc:  # noqa: BLE001 - never fail a search over a picture
+                print(f"warning: pictures of {trial} not read from {train_checkpoint}: {exc}",
+                      file=sys.stderr)
+                return
+            self._log_checkpoint_figures(trial, checkpoint, int(result.get("epoch", 0)))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._submit(self._completed, self._key(trial))
@@ -242,9 +261,12 @@ class MlflowTracker(Callback):
                       **info: Any) -> None:
         """Figures a trial wrote beside its checkpoint become artifacts of its MLflow run,
         under ``figures/epoch_NNN/`` (read now: Tune may delete old checkpoints later)."""
+        self._log_checkpoint_figures(trial, checkpoint,
+                                     int((trial.last_result or {}).get("epoch", 0)))
+
+    def _log_checkpoint_figures(self, trial: Any, checkpoint: Any, step: int) -> None:
         pictures = read_figures(checkpoint)
         if pictures:
-            step = int((trial.last_result or {}).get("epoch", 0))
             self._submit(self._log_figures, self._key(trial), step, pictures)
 
     def _log_figures(self, key: tuple, step: int, pictures: dict[str, Any]) -> None:
