@@ -110,13 +110,16 @@ def require(condition: bool, reason: str) -> None:
 class GpuSampler:
     """Samples the GPU from outside this process: utilisation (%) from one long-lived
     ``nvidia-smi --loop-ms`` process (started once, so the measured process never forks while
-    it is timed) and, with ``apps``, how many processes hold memory on the GPU (polled from a
-    thread; for the checks that are not timed). Empty where ``nvidia-smi`` is absent."""
+    it is timed; each sample carries nvidia-smi's own clock time, so one sampler serves
+    several timed windows, see :meth:`between`) and, with ``apps``, how many
+    processes hold memory on the GPU (polled from a thread; for the checks that are not
+    timed). Empty where ``nvidia-smi`` is absent."""
 
     def __init__(self, period_s: float = 0.25, apps: bool = True):
         self.period_s = period_s
         self.apps = apps
         self.utilisation: list[float] = []
+        self.stamps: list[float] = []  # time.time() of each utilisation sample
         self.processes: list[int] = []
         self.pids: set[str] = set()
         self.available = shutil.which("nvidia-smi") is not None
@@ -137,10 +140,22 @@ class GpuSampler:
     def _read_utilisation(self) -> None:
         assert self._stream is not None and self._stream.stdout is not None
         for line in self._stream.stdout:
+            stamp, _, value = line.partition(",")
             try:
-                self.utilisation.append(float(line.split(",")[0]))
+                utilisation = float(value)
             except ValueError:
-                pass
+                continue
+            try:  # nvidia-smi's local time of the sample (output may reach us in bursts)
+                when = datetime.strptime(stamp.strip(), "%Y/%m/%d %H:%M:%S.%f").timestamp()
+            except ValueError:
+                when = time.time()
+            self.stamps.append(when)
+            self.utilisation.append(utilisation)
+
+    def between(self, start: float, end: float) -> list[float]:
+        """Utilisation samples taken between ``time.time()`` values start and end (complete
+        once the sampler has stopped)."""
+        return samples_between(self.stamps, self.utilisation, start, end)
 
     def _poll_apps(self) -> None:
         while not self._stop.is_set():
@@ -154,7 +169,8 @@ class GpuSampler:
             return self
         try:
             self._stream = subprocess.Popen(
-                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                ["nvidia-smi", "--query-gpu=timestamp,utilization.gpu",
+                 "--format=csv,noheader,nounits",
                  f"--loop-ms={max(int(self.period_s * 1000), 50)}"],
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             self._threads.append(threading.Thread(target=self._read_utilisation, daemon=True))
@@ -298,44 +314,46 @@ class Runner:
         check.target = (f"platform (its defaults: pictures every 3rd and the last epoch) ÷ bare "
                         f"samples/s >= {PARITY_TARGET}, median of rounds, fp32 and bf16")
         results = {}
-        utilisation: list[float] = []
-        bare_utilisation: list[float] = []
-        sampled: dict[str, Any] = {}
-        for precision in ("fp32", "bf16"):
-            legs: dict[str, Callable[[], int]] = {
-                "bare": partial(bare_epochs, space, config, data, epochs, device=self.device,
-                                precision=precision),
-                "platform": partial(platform_epochs, space, config, data, epochs,
-                                    device=self.device, precision=precision),
-                "platform, pictures off": partial(platform_epochs, space, config, data, epochs,
-                                                  figure_every=0, device=self.device,
-                                                  precision=precision)}
-            for fn in legs.values():  # untimed warm-up (kernel choice, caches)
-                fn()
-            rates: dict[str, list[float]] = {name: [] for name in legs}
-            ratios: dict[str, list[float]] = {name: [] for name in legs if name != "bare"}
-            for round_ in range(rounds):
-                # ABC, CBA, ...: each loop runs as often first as last (drift hits all alike)
-                order = list(legs.items()) if round_ % 2 == 0 else list(legs.items())[::-1]
-                for name, fn in order:
-                    # every leg under the same sampler (a separate nvidia-smi process started
-                    # before the clock), so sampling weighs on each leg alike
-                    with GpuSampler(period_s=0.1, apps=False) as sampler:
+        # One nvidia-smi process samples the whole check (started before any clock, never
+        # forked from the timed process); each leg's samples are those of its time window,
+        # picked once the sampler has stopped (its output can arrive late).
+        windows: dict[str, list[tuple[float, float]]] = {"bare": [], "platform": []}
+        with GpuSampler(period_s=0.1, apps=False) as sampler:
+            for precision in ("fp32", "bf16"):
+                # each leg: epochs -> samples it went through
+                legs: dict[str, Callable[[int], int]] = {
+                    "bare": partial(bare_epochs, space, config, data, device=self.device,
+                                    precision=precision),
+                    "platform": partial(platform_epochs, space, config, data,
+                                        device=self.device, precision=precision),
+                    "platform, pictures off": partial(platform_epochs, space, config, data,
+                                                      figure_every=0, device=self.device,
+                                                      precision=precision)}
+                for fn in legs.values():  # untimed warm-up, one epoch (kernel choice, caches)
+                    fn(1)
+                rates: dict[str, list[float]] = {name: [] for name in legs}
+                ratios: dict[str, list[float]] = {name: [] for name in legs if name != "bare"}
+                for round_ in range(rounds):
+                    # ABC, CBA, ...: each loop runs as often first as last (drift hits all alike)
+                    order = list(legs.items()) if round_ % 2 == 0 else list(legs.items())[::-1]
+                    for name, fn in order:
+                        wall = time.time()
                         start = time.perf_counter()
-                        seen = fn()
+                        seen = fn(epochs)
                         took = time.perf_counter() - start
-                    rates[name].append(seen / took)
-                    if name == "platform":
-                        utilisation.extend(sampler.utilisation)
-                        sampled = sampler.summary()
-                    elif name == "bare":
-                        bare_utilisation.extend(sampler.utilisation)
-                for name in ratios:
-                    ratios[name].append(rates[name][-1] / rates["bare"][-1])
-            results[precision] = {
-                **{f"{name} samples/s": round(float(np.median(r)), 1) for name, r in rates.items()},
-                **{f"{name} ÷ bare": round(float(np.median(r)), 3) for name, r in ratios.items()},
-                "rounds (platform ÷ bare)": [round(r, 3) for r in ratios["platform"]]}
+                        rates[name].append(seen / took)
+                        if name in windows:
+                            windows[name].append((wall, wall + took))
+                    for name in ratios:
+                        ratios[name].append(rates[name][-1] / rates["bare"][-1])
+                results[precision] = {
+                    **{f"{name} samples/s": round(float(np.median(r)), 1)
+                       for name, r in rates.items()},
+                    **{f"{name} ÷ bare": round(float(np.median(r)), 3)
+                       for name, r in ratios.items()},
+                    "rounds (platform ÷ bare)": [round(r, 3) for r in ratios["platform"]]}
+        utilisation = [u for window in windows["platform"] for u in sampler.between(*window)]
+        bare_utilisation = [u for window in windows["bare"] for u in sampler.between(*window)]
         check.measured.update(results)
         check.measured["device"] = (torch.cuda.get_device_name() if self.device == "cuda"
                                     else "cpu")
@@ -347,7 +365,7 @@ class Runner:
         if bare_utilisation:
             check.measured["gpu_util_during_bare_mean_pct"] = round(
                 float(np.mean(bare_utilisation)), 1)
-        elif "nvidia_smi" in sampled:
+        elif not sampler.available:
             check.measured["gpu_util_during_platform"] = "nvidia-smi absent"
         if not self.dry_run:
             for precision, r in results.items():
@@ -496,6 +514,14 @@ class Runner:
         require(agreement >= AGREEMENT_TARGET, f"CPU and {self.device} agree on {agreement:.3f}")
         require(abs(top1 - run.get("test_top1", top1)) <= 0.01,
                 f"test top-1 on CPU {top1:.4f} vs logged {run.get('test_top1')}")
+
+
+def samples_between(stamps: Sequence[float], values: Sequence[float], start: float,
+                    end: float) -> list[float]:
+    """``values`` whose time ``stamps`` (ascending) fall within ``[start, end]``."""
+    import bisect
+
+    return list(values[bisect.bisect_left(stamps, start):bisect.bisect_right(stamps, end)])
 
 
 def max_overlap(intervals: Sequence[tuple[int, int]]) -> int:

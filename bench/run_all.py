@@ -19,6 +19,7 @@ FULL = [
     ["overhead.py", "--trials", "200", "--trial-seconds", "5"],
     ["step_parity.py", "--samples", "4000", "--epochs", "2", "--repeats", "6"],
     ["data_path.py", "--samples", "40000", "--repeats", "5"],
+    ["data_generation.py", "--samples", "2000", "--repeats", "2"],
     ["search_efficiency.py", "--trials-json", str(HERE / "search_efficiency_trials.json"),
      "--curves-json", str(HERE / "search_efficiency_curves.json")],
 ]
@@ -26,6 +27,7 @@ QUICK = [
     ["overhead.py", "--trials", "40", "--trial-seconds", "1"],
     ["step_parity.py", "--samples", "1500", "--epochs", "1", "--repeats", "4"],
     ["data_path.py", "--samples", "10000", "--repeats", "5"],
+    ["data_generation.py", "--samples", "500", "--repeats", "2"],
     ["search_efficiency.py", "--quick"],
 ]
 

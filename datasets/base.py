@@ -114,6 +114,84 @@ def cache_dir() -> Path:
     return path
 
 
+#: ``$SCITUNE_DATA_WORKERS``: processes that generate a synthetic data set (1: in this process)
+DATA_WORKERS_ENV = "SCITUNE_DATA_WORKERS"
+#: below this many rows per process a pool costs more (its start, imports) than it saves
+ROWS_PER_WORKER = 500
+
+
+def data_workers(rows: int) -> int:
+    """Processes to generate ``rows`` synthetic rows with: ``$SCITUNE_DATA_WORKERS`` if set,
+    else one per available CPU core, but no more than one per :data:`ROWS_PER_WORKER` rows."""
+    given = os.environ.get(DATA_WORKERS_ENV, "").strip()
+    if given:
+        if not given.isdigit() or int(given) < 1:
+            raise DataError(f"{DATA_WORKERS_ENV}={given!r} is not a positive integer; set it "
+                            "to the processes that generate data (1: no pool), or unset it")
+        return int(given)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, rows // ROWS_PER_WORKER))
+
+
+def generate_in_chunks(simulate: Callable[..., np.ndarray], rows: int, chunk: int = 64,
+                       per_row: Any = None, progress: Callable[[int], None] | None = None,
+                       workers: int | None = None) -> np.ndarray:
+    """``concatenate([simulate(a, b) for a, b in chunks of range(rows)])``, the chunks spread
+    over ``workers`` processes (default :func:`data_workers`).
+
+    ``simulate(start, stop)`` returns rows ``start..stop-1``; with ``per_row`` (a sequence of
+    one input per row, e.g. labels) it is called ``simulate(start, stop, per_row[start:stop])``,
+    so each process is sent only its chunk's inputs. It must depend on nothing but its
+    arguments (each row seeded from its own index), so the result is the same whatever the
+    number of processes, and be picklable (a module-level function or a ``functools.partial``
+    of one). Processes are spawned, never forked (a caller holding threads, as Ray and torch
+    do, is safe); as with any spawned pool, a script that generates data at its top level
+    needs ``if __name__ == "__main__":``. ``progress(n)`` is called as ``n`` more rows are
+    done. Where no pool can start, or it breaks, the chunks not done run in this process.
+    """
+    import sys
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+    from multiprocessing import current_process, get_context
+
+    if getattr(current_process(), "_inheriting", False):
+        # a spawned worker re-running an unguarded main script: stop it before it does the
+        # caller's work again (its parent then generates the data itself)
+        raise RuntimeError(f"data generation started a process pool from a script's top level:"
+                           f" guard the script with `if __name__ == \"__main__\":`, or set "
+                           f"{DATA_WORKERS_ENV}=1")
+
+    bounds = [(a, min(a + chunk, rows)) for a in range(0, rows, chunk)]
+
+    def args(a: int, b: int) -> tuple[Any, ...]:
+        return (a, b) if per_row is None else (a, b, per_row[a:b])
+
+    workers = min(data_workers(rows) if workers is None else workers, len(bounds))
+    parts: dict[int, np.ndarray] = {}
+    if workers > 1:
+        try:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+                futures = {pool.submit(simulate, *args(a, b)): a for a, b in bounds}
+                for future in as_completed(futures):
+                    part = future.result()
+                    parts[futures[future]] = part
+                    if progress is not None:
+                        progress(len(part))
+        except (OSError, BrokenProcessPool) as exc:  # no pool here (limits, no /dev/shm),
+            print(f"warning: data generation in {workers} processes failed "  # or it died
+                  f"({type(exc).__name__}: {exc}); generating the rest in this process "
+                  f"(set {DATA_WORKERS_ENV}=1 to skip the pool)", file=sys.stderr)
+    for a, b in bounds:
+        if a not in parts:
+            parts[a] = simulate(*args(a, b))
+            if progress is not None:
+                progress(b - a)
+    return np.concatenate([parts[a] for a, _ in bounds]) if bounds else np.empty((0,))
+
+
 def cache_key(**params: Any) -> str:
     """A short stable hash of generation parameters."""
     blob = json.dumps(params, sort_keys=True, default=str).encode()

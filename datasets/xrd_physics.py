@@ -36,9 +36,11 @@ not Laue-symmetry equivalent form one line with one random ``|F|^2``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
+from datasets.base import generate_in_chunks
 from datasets.xrd_lattice import (
     _B_RANGE,
     _BG_LEVEL,
@@ -253,6 +255,7 @@ def simulate_patterns(
     progress: Callable[[int], None] | None = None,
     intensities: str = "random",
     orientation: str = "none",
+    workers: int | None = None,
 ) -> np.ndarray:
     """Simulate ``len(labels)`` patterns, shape ``(N, grid.length)`` float32
     (``intensities`` and ``orientation`` as in :func:`simulate_pattern`).
@@ -261,7 +264,9 @@ def simulate_patterns(
     symbols themselves).  Pattern ``i`` uses ``np.random.default_rng([seed, i])``
     and is therefore reproducible from ``(seed, i, labels[i])`` alone.
     ``progress(n)`` is called with the number of newly finished patterns
-    roughly every 64 patterns (and once for the remainder).
+    every 64 patterns (and once for the remainder). Chunks of 64 are spread over
+    ``workers`` processes (default: :func:`datasets.base.data_workers`); the patterns do not
+    depend on how many.
     """
     labels = np.asarray(labels)
     if labels.ndim != 1:
@@ -272,15 +277,19 @@ def simulate_patterns(
         names = [BRAVAIS_LATTICES[int(i)] for i in labels]
     else:
         names = [str(s) for s in labels]
-    out = np.empty((len(names), grid.length), dtype=np.float32)
-    pending = 0
-    for i, name in enumerate(names):
-        out[i] = simulate_pattern(name, np.random.default_rng([int(seed), i]), grid,
-                                  intensities=intensities, orientation=orientation)
-        pending += 1
-        if progress is not None and pending >= 64:
-            progress(pending)
-            pending = 0
-    if progress is not None and pending:
-        progress(pending)
+    if not names:
+        return np.empty((0, grid.length), dtype=np.float32)
+    simulate = partial(_simulate_range, int(seed), grid, intensities, orientation)
+    return generate_in_chunks(simulate, len(names), chunk=64, per_row=names,
+                              progress=progress, workers=workers)
+
+
+def _simulate_range(seed: int, grid: PatternGrid, intensities: str, orientation: str,
+                    start: int, stop: int, names: list[str]) -> np.ndarray:
+    """Patterns ``start..stop-1`` of :func:`simulate_patterns` (``names`` are theirs; pattern
+    ``i`` from ``default_rng([seed, i])``)."""
+    out = np.empty((stop - start, grid.length), dtype=np.float32)
+    for row, i in enumerate(range(start, stop)):
+        out[row] = simulate_pattern(names[row], np.random.default_rng([seed, i]), grid,
+                                    intensities=intensities, orientation=orientation)
     return out

@@ -54,3 +54,43 @@ def test_max_overlap_counts_trials_running_at_once():
     assert max_overlap([(0, 10), (1, 9), (2, 8), (3, 7)]) == 4
     assert max_overlap([(0, 1), (1, 2), (2, 3)]) == 1  # one ends as the next starts
     assert max_overlap([(0, 5), (6, 9), (4, 7)]) == 2
+
+
+def test_gpu_sampler_assigns_samples_to_time_windows(tmp_path, monkeypatch):
+    """The sampler's long-lived ``nvidia-smi --loop-ms`` stream (here a stand-in printing the
+    same CSV lines: nvidia-smi itself needs a GPU) gives each timed window the samples that
+    nvidia-smi's clock put inside it, also when they are read after the window closed."""
+    import time
+
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text(f"""#!{sys.executable}
+import sys, time
+from datetime import datetime
+args = sys.argv[1:]
+assert "--query-gpu=timestamp,utilization.gpu" in args, args
+period = int(next(a for a in args if a.startswith("--loop-ms=")).split("=")[1]) / 1000
+n = 0
+while True:
+    stamp = datetime.now().strftime("%Y/%m/%d %H:%M:%S.%f")[:-3]
+    print(f"{{stamp}}, {{n % 100}}" if n != 3 else "not a time, 55", flush=True)
+    n += 1
+    time.sleep(period)
+""")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    sys.path.insert(0, str(REPO / "bench"))
+    from gpu_check import GpuSampler, samples_between
+
+    with GpuSampler(period_s=0.05, apps=False) as sampler:
+        time.sleep(0.5)
+        first = (time.time(), time.time() + 0.4)
+        time.sleep(0.6)
+        second = (time.time(), time.time() + 0.3)
+        time.sleep(0.5)
+    assert sampler.available and len(sampler.utilisation) >= 20, sampler.utilisation
+    assert 55.0 in sampler.utilisation  # a line without a parsable time is stamped on arrival
+    a, b = sampler.between(*first), sampler.between(*second)
+    assert 3 <= len(a) <= 10 and 2 <= len(b) <= 8, (a, b)
+    assert set(a).isdisjoint(b) and max(a) < min(b)  # each window its own samples, in order
+    assert samples_between([1.0, 2.0, 3.0], [10, 20, 30], 1.5, 3.0) == [20, 30]
+    assert samples_between([], [], 0.0, 1.0) == []
