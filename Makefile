@@ -23,10 +23,11 @@ test: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -m "not slow" --durations=15
 
-## Longer end-to-end tests, kept out of the default run: they also need the team server's
-## and the browser tests' packages, and PostgreSQL and Chromium (apt-get, where it can run).
+## Longer end-to-end tests, kept out of the default run: they also need the team server's,
+## the browser tests' and the S3 server's packages, and PostgreSQL and Chromium (apt-get,
+## where it can run).
 $(SLOW_STAMP): $(STAMP) deploy/system_packages.sh
-	$(PY) -m pip install --quiet -e '.[test,team,browser]'
+	$(PY) -m pip install --quiet -e '.[test,team,browser,cloud]'
 	bash deploy/system_packages.sh
 	touch $(SLOW_STAMP)
 

@@ -7,7 +7,11 @@ train split sharded evenly across workers. ``TuneReportCallback`` forwards rank 
 to Tune. Batch size is per worker: the global batch is ``batch_size × workers``.
 
 Checkpoints are written by rank 0 into the Train run (named after the Tune trial, so a
-restarted trial or a resumed search finds it) and restored on every rank.
+restarted trial or a resumed search finds it) and restored on every rank. The workers do not
+wait for the driver: after a driver is stopped they can train and checkpoint several more
+epochs whose results never reach it. So a restored trial first reports the epochs its
+checkpoint holds again (their metrics travel in the checkpoint); the tracker and the searcher
+take each epoch once, so every epoch reaches MLflow exactly once.
 """
 
 from __future__ import annotations
@@ -39,8 +43,8 @@ def worker_loop(payload: dict[str, Any]) -> None:
         with checkpoint.as_directory() as directory:
             state = load_state(directory)
 
-    def report(metrics: dict[str, float], new_state: dict[str, Any]) -> None:
-        if rank == 0:
+    def report(metrics: dict[str, float], new_state: dict[str, Any] | None) -> None:
+        if rank == 0 and new_state is not None:
             with tempfile.TemporaryDirectory() as directory:
                 save_state(new_state, directory)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
@@ -49,7 +53,8 @@ def worker_loop(payload: dict[str, Any]) -> None:
 
     device = ray.train.torch.get_device()
     settings = FitSettings(max_epochs=ctx.max_epochs, seed=ctx.seed, device=str(device),
-                           precision=ctx.precision, shard=(rank, world))
+                           precision=ctx.precision, shard=(rank, world),
+                           replay_restored_epoch=True)
     fit_or_fail(space, flatten(payload["config"]), data, settings, report, state,
                 report_failure=ray.train.report, prepare_model=ray.train.torch.prepare_model)
 

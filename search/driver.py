@@ -79,21 +79,28 @@ def make_sampler(name: str, seed: int):
     raise BadInput(f"--searcher {name}: unknown")
 
 
+#: the schedulers' time unit: the epoch every result carries, not Tune's count of results
+#: (``training_iteration``), which restarts at 1 when a multi-worker trial resumes from its
+#: Ray Train checkpoint and counts a re-reported epoch twice
+TIME_ATTR = "epoch"
+
+
 def make_scheduler(name: str, max_epochs: int, grace_epochs: int, searcher: Any = None):
-    """The Tune trial scheduler behind ``--scheduler`` (time unit: epochs); ``hyperband``
-    places each trial in the bracket its ``searcher`` chose (see :mod:`search.searcher`)."""
+    """The Tune trial scheduler behind ``--scheduler`` (time unit: :data:`TIME_ATTR`, epochs);
+    ``hyperband`` places each trial in the bracket its ``searcher`` chose
+    (see :mod:`search.searcher`)."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
 
     if name == "asha":
-        return ASHAScheduler(time_attr="training_iteration", max_t=max_epochs,
+        return ASHAScheduler(time_attr=TIME_ATTR, max_t=max_epochs,
                              grace_period=grace_epochs, reduction_factor=REDUCTION_FACTOR)
     if name == "hyperband":
         from search.searcher import BracketedHyperBand
 
-        return BracketedHyperBand(searcher, time_attr="training_iteration", max_t=max_epochs,
+        return BracketedHyperBand(searcher, time_attr=TIME_ATTR, max_t=max_epochs,
                                   grace_period=grace_epochs, reduction_factor=REDUCTION_FACTOR)
     if name == "median":
-        return MedianStoppingRule(time_attr="training_iteration", grace_period=grace_epochs,
+        return MedianStoppingRule(time_attr=TIME_ATTR, grace_period=grace_epochs,
                                   min_samples_required=3)
     return FIFOScheduler()
 

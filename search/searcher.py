@@ -30,6 +30,11 @@ from tracking.optuna_store import StudyMirror
 from trainables.checkpoint import FAILURE_KEY
 
 
+def epoch_of(result: dict[str, Any]) -> int:
+    """The epoch a trial's result is of (``training_iteration`` where it carries none)."""
+    return int(result.get("epoch", result.get("training_iteration", 0)))
+
+
 class PlatformOptunaSearch(OptunaSearch):
     """``OptunaSearch`` that tells failed trials as FAIL and early-stopped ones as PRUNED."""
 
@@ -79,10 +84,21 @@ class PlatformOptunaSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if FAILURE_KEY in result:
             return
-        super().on_trial_result(trial_id, result)
+        step = epoch_of(result)
+        if self._reported(trial_id, step):
+            return  # an epoch reported again after a resume (trainables.loop.FitSettings)
+        # Optuna's intermediate values are indexed by epoch (OptunaSearch reads the step from
+        # ``training_iteration``, which restarts when a multi-worker trial resumes)
+        super().on_trial_result(trial_id, {**result, "training_iteration": step})
         if self._mirror is not None and isinstance(result.get(self.metric), int | float):
-            step = int(result.get("training_iteration", 0))
             self._mirror.reported(trial_id, step, float(result[self.metric]))
+
+    def _reported(self, trial_id: str, step: int) -> bool:
+        """Whether the trial's Optuna trial already holds an intermediate value at ``step``."""
+        trial = self._ot_trials.get(trial_id)
+        if trial is None or trial_id in self._completed_trials:
+            return False
+        return step in self._ot_study.get_trials(deepcopy=False)[trial.number].intermediate_values
 
     def _report_last(self, trial_id: str, result: dict[str, Any]) -> None:
         """Record the final result as an intermediate value too. Tune hands a trial's last
@@ -94,7 +110,7 @@ class PlatformOptunaSearch(OptunaSearch):
         if trial is None or trial_id in self._completed_trials or \
                 not isinstance(value, int | float) or isinstance(value, bool):
             return
-        step = int(result.get("training_iteration", 0))
+        step = epoch_of(result)
         frozen = self._ot_study.get_trials(deepcopy=False)[trial.number]
         if step not in frozen.intermediate_values and value == value:  # NaN: not a value
             trial.report(float(value), step)

@@ -134,7 +134,7 @@ class SearchResult:
     trials: Any  # pandas.DataFrame
     best_config: dict[str, Any] | None = None
     best_value: float | None = None
-    best_checkpoint: Path | None = None
+    best_checkpoint: Path | str | None = None  # a URI (str) on cloud storage
     best_run_id: str | None = None
     model_uri: str | None = None
     seed_value: float | None = None

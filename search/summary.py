@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from common.paths import is_uri
 from search.settings import SearchResult, SearchSettings
 from search_spaces import Space
 from tracking.record import BEST_CHECKPOINT, BEST_CONFIG, SearchRecord
@@ -67,20 +68,48 @@ def drop_orphans(client: Any, state: ExperimentState, known: set[str],
         state.save()
 
 
-def best_checkpoint_file(result: Any, metric: str, mode: str) -> Path | None:
-    """The checkpoint file of a trial's best epoch: Tune's checkpoint for single-process
-    trials, the Ray Train checkpoint (``checkpoint_path``) for multi-worker trials."""
+def best_checkpoint(result: Any, metric: str, mode: str) -> Any:
+    """The checkpoint (a ``ray.train.Checkpoint`` on the search's storage, local or cloud) of
+    a trial's best epoch: Tune's checkpoint for single-process trials, the Ray Train
+    checkpoint (``checkpoint_path``) for multi-worker trials; None if it has none."""
     if result.best_checkpoints:
-        return Path(result.get_best_checkpoint(metric, mode).path) / CHECKPOINT_FILE
+        return result.get_best_checkpoint(metric, mode)
     if result.checkpoint is not None:
-        return Path(result.checkpoint.path) / CHECKPOINT_FILE
+        return result.checkpoint
     df = result.metrics_dataframe
     if df is not None and "checkpoint_path" in df and metric in df:
         rows = df.dropna(subset=["checkpoint_path", metric])
         if len(rows):
+            from ray.train import Checkpoint
+
             best = rows[metric].idxmax() if mode == "max" else rows[metric].idxmin()
-            return Path(str(rows.loc[best, "checkpoint_path"])) / CHECKPOINT_FILE
+            return Checkpoint(str(rows.loc[best, "checkpoint_path"]), filesystem=result.filesystem)
     return None
+
+
+def checkpoint_location(checkpoint: Any, storage: str) -> Path | str:
+    """Where a user finds ``checkpoint``'s file: a local path, or a URI on cloud storage (Ray
+    gives paths on cloud storage without their scheme)."""
+    file = f"{checkpoint.path.rstrip('/')}/{CHECKPOINT_FILE}"
+    if is_uri(storage):
+        return f"{storage.split('://', 1)[0]}://{file.lstrip('/')}"
+    return Path(file)
+
+
+def fetch_checkpoint_file(checkpoint: Any, destination: Path) -> Path | None:
+    """Copy ``checkpoint``'s file from the search's storage to ``destination``; None if it
+    cannot be read (removed, or the storage is unreachable: a warning says which)."""
+    try:
+        with checkpoint.filesystem.open_input_stream(
+                f"{checkpoint.path.rstrip('/')}/{CHECKPOINT_FILE}") as source, \
+                open(destination, "wb") as target:
+            shutil.copyfileobj(source, target)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types
+        print(f"warning: the best checkpoint was not read from {checkpoint.path} "
+              f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})")
+        destination.unlink(missing_ok=True)
+        return None
+    return destination
 
 
 def log_best_model(state: ExperimentState, space: Space, config: dict[str, Any],
@@ -127,8 +156,9 @@ def finish(args: SearchSettings, space: Space, state: ExperimentState, results: 
     uri, parent = state.data["tracking_uri"], state.data["parent_run_id"]
     client = MlflowClient(uri)
     by_trial = {_trial_id(r): r for r in results}
+    local_results = getattr(results, "experiment_path", None) and not is_uri(args.storage)
     drop_orphans(client, state, set(by_trial),
-                 Path(results.experiment_path) if getattr(results, "experiment_path", None) else None)
+                 Path(results.experiment_path) if local_results else None)
     search = SearchRecord(client, None, args.experiment, state, tracking_uri=uri,
                           parent_run_id=parent)
     ranked = search.ranked().copy()
@@ -204,17 +234,20 @@ def finish(args: SearchSettings, space: Space, state: ExperimentState, results: 
     print(json.dumps(best["config"], indent=1, default=str))
 
     best_result = by_trial.get(best["trial_id"])
-    checkpoint_file = best_checkpoint_file(best_result, metric, space.mode) \
+    checkpoint = best_checkpoint(best_result, metric, space.mode) \
         if best_result is not None else None
+    location = checkpoint_location(checkpoint, args.storage) if checkpoint is not None else None
+    model_uri, fetched = None, None
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / BEST_CONFIG).write_text(json.dumps(
             {"space": space.name, "trial": best["trial"], metric: best["best"],
              "config": best["config"]}, indent=1, default=str))
         client.log_artifact(parent, str(Path(tmp) / BEST_CONFIG))
-        if checkpoint_file and checkpoint_file.exists():
-            shutil.copy(checkpoint_file, Path(tmp) / BEST_CHECKPOINT)
-            client.log_artifact(parent, str(Path(tmp) / BEST_CHECKPOINT))
-    model_uri = log_best_model(state, space, best["config"], checkpoint_file)
+        if checkpoint is not None:  # read through the storage's file system (local or cloud)
+            fetched = fetch_checkpoint_file(checkpoint, Path(tmp) / BEST_CHECKPOINT)
+        if fetched is not None:
+            client.log_artifact(parent, str(fetched))
+            model_uri = log_best_model(state, space, best["config"], fetched)
     import time
 
     from mlflow.entities import Metric
@@ -229,7 +262,7 @@ def finish(args: SearchSettings, space: Space, state: ExperimentState, results: 
         client.set_tag(parent, "best_run_id", best["run_id"])
     client.set_terminated(parent, status="FINISHED")
 
-    print(f"best checkpoint: {checkpoint_file}")
+    print(f"best checkpoint: {location if fetched is not None else None}")
     if model_uri:
         print(f"best model:      mlflow.pytorch.load_model('{model_uri}')")
     uri = state.data["tracking_uri"]
@@ -242,6 +275,6 @@ def finish(args: SearchSettings, space: Space, state: ExperimentState, results: 
     print("Ray dashboard:   shown at http://127.0.0.1:8265 while a search runs "
           "(`ray start --head` keeps one up)")
     return result(0, best_config=best["config"], best_value=best["best"],
-                  best_checkpoint=checkpoint_file if checkpoint_file and checkpoint_file.exists()
-                  else None, best_run_id=best["run_id"], model_uri=model_uri,
+                  best_checkpoint=location if fetched is not None else None,
+                  best_run_id=best["run_id"], model_uri=model_uri,
                   seed_value=summary.get(f"seed_{metric}"))

@@ -77,8 +77,11 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
 
     node_id = ray.get_runtime_context().get_node_id()
 
-    def report(metrics: dict[str, float], new_state: dict[str, Any]) -> None:
+    def report(metrics: dict[str, float], new_state: dict[str, Any] | None) -> None:
         metrics = {**metrics, "node_id": node_id}  # where the trial ran (kept out of MLflow)
+        if new_state is None:  # an earlier epoch reported again: nothing to checkpoint
+            tune.report(metrics)
+            return
         with tempfile.TemporaryDirectory() as directory:
             save_state(new_state, directory)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))

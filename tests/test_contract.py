@@ -142,8 +142,20 @@ def test_one_epoch_reports_objective_and_checkpoint_round_trips(name, tiny_data,
 
     resumed = []
     fit(space, trainable_seed_config(space), data, FitSettings(max_epochs=2, seed=0),
-        report=lambda m, s: resumed.append(m), state=restored)
-    assert [m["epoch"] for m in resumed] == [2], "resume must continue after the saved epoch"
+        report=lambda m, s: resumed.append((m, s)), state=restored)
+    assert [m["epoch"] for m, _ in resumed] == [2], "resume must continue after the saved epoch"
+    # A multi-worker trial's restored epochs may never have reached the driver: the epochs its
+    # checkpoint holds are reported again (earlier ones without a state), then training goes on.
+    save_state(resumed[0][1], str(tmp_path / "epoch2"))
+    replayed = []
+    fit(space, trainable_seed_config(space), data,
+        FitSettings(max_epochs=3, seed=0, replay_restored_epoch=True),
+        report=lambda m, s: replayed.append((m, s)), state=load_state(str(tmp_path / "epoch2")))
+    assert [m["epoch"] for m, _ in replayed] == [1, 2, 3]
+    assert replayed[0][0][space.metric] == pytest.approx(metrics[space.metric])
+    assert replayed[1][0][space.metric] == pytest.approx(resumed[0][0][space.metric])
+    assert replayed[0][1] is None and [s["epoch"] for _, s in replayed[1:]] == [2, 3]
+    assert [m["epoch"] for m in replayed[2][1]["history"]] == [1, 2, 3]
 
     # A checkpoint of the last epoch (the driver stopped before Ray marked the trial done)
     # reports that epoch again rather than ending without the metric, with the epoch's

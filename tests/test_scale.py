@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -11,7 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, kill_tree, run_cli
+from tests.conftest import REPO, free_port, kill_tree, run_cli, stop_tree
 from tracking.state import state_path
 
 
@@ -104,3 +107,112 @@ def test_multi_worker_trial_trains_checkpoints_and_resumes(tmp_path, kill_after)
     assert epochs[-1] == 3 and epochs.count(1) <= 1, epochs  # epoch 1 never trained twice
     if kill_after == 1:
         assert epochs[-2:] == [2, 3], epochs
+
+
+@pytest.fixture
+def s3_storage(tmp_path):
+    """An S3 server on 127.0.0.1 (moto's, the S3 protocol that pyarrow's S3 client speaks to
+    AWS, MinIO or Ceph alike) with one bucket; yields the environment a search needs to use
+    it (credentials and ``AWS_ENDPOINT_URL``). Stopped by pid afterwards."""
+    import urllib.request
+
+    import boto3
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(tmp_path / "s3.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                             str(port)], stdout=log, stderr=subprocess.STDOUT)
+    env = {"AWS_ACCESS_KEY_ID": "scitune", "AWS_SECRET_ACCESS_KEY": "scitune-secret",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": url,
+           "AWS_EC2_METADATA_DISABLED": "true"}
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the S3 server did not start: "
+                                       + (tmp_path / "s3.log").read_text()[-2000:]) from None
+                time.sleep(0.3)
+        boto3.client("s3", endpoint_url=url, region_name="us-east-1",
+                     aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                     aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"]
+                     ).create_bucket(Bucket="scitune")
+        yield env
+    finally:
+        stop_tree(proc)
+        log.close()
+
+
+def checkpoint_epochs(env: dict[str, str], folder: str) -> list[int]:
+    """The epochs of the checkpoints under ``folder`` (``bucket/path``) on the S3 server."""
+    import torch
+    from pyarrow import fs as pafs
+
+    filesystem = pafs.S3FileSystem(endpoint_override=env["AWS_ENDPOINT_URL"], region="us-east-1",
+                                   access_key=env["AWS_ACCESS_KEY_ID"],
+                                   secret_key=env["AWS_SECRET_ACCESS_KEY"])
+    epochs = []
+    for info in filesystem.get_file_info(pafs.FileSelector(folder, recursive=True,
+                                                           allow_not_found=True)):
+        if info.base_name == "checkpoint.pt":
+            with filesystem.open_input_stream(info.path) as stream:
+                state = torch.load(io.BytesIO(stream.read()), map_location="cpu",
+                                   weights_only=True)
+            epochs.append(int(state["epoch"]))
+    return sorted(epochs)
+
+
+@pytest.mark.slow  # ~2 min: Ray Train start-up twice, a stopped and killed driver
+def test_multi_worker_search_on_s3_storage_resumes_with_every_epoch(s3_storage, tmp_path,
+                                                                       monkeypatch):
+    """``--storage s3://...``: a two-worker trial whose driver stops listening after epoch 1
+    (its workers go on training and checkpointing to the last epoch) and is then killed.
+    Resumed, every epoch reaches MLflow once, and the search's best checkpoint and model are
+    read back from S3 onto the parent run."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the driver's state of a cloud search
+    for key, value in s3_storage.items():
+        monkeypatch.setenv(key, value)
+    db, storage = tmp_path / "mlflow.db", "s3://scitune/searches"
+    args = ["--space", "resnet1d", "--trials", "1", "--max-epochs", "4", "--samples", "600",
+            "--workers-per-trial", "2", "--scheduler", "fifo", "--experiment", "cloud",
+            "--mlflow-uri", f"sqlite:///{db}", "--storage", storage]
+    driver = subprocess.Popen([sys.executable, str(REPO / "launch.py"), *args], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = state_path(storage, "cloud")
+    assert str(state).startswith(str(tmp_path / "home"))
+    try:
+        deadline = time.time() + 300
+        while not (state.exists() and any(t["last_step"] >= 1 for t in
+                                           json.loads(state.read_text())["trials"].values())):
+            assert time.time() < deadline, "the trial reported no epoch in time"
+            time.sleep(0.3)
+        os.kill(driver.pid, signal.SIGSTOP)  # the driver hears no more results
+        deadline = time.time() + 180
+        while 4 not in checkpoint_epochs(s3_storage, "scitune/searches/cloud_train"):
+            assert time.time() < deadline, "the workers did not train on without the driver"
+            time.sleep(1)
+        received = json.loads(state.read_text())["trials"].popitem()[1]["last_step"]
+        assert received <= 2, f"the driver received epoch {received} before it was stopped"
+    finally:
+        kill_tree(driver.pid)
+
+    result = run_cli("--resume", "--experiment", "cloud", "--storage", storage, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, runs = children(db, "cloud")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_top1")]
+    assert steps == [1, 2, 3, 4]  # epochs 2-4 were checkpointed, never received, replayed
+    pictures = [a.path for a in client.list_artifacts(runs[0].info.run_id, "figures/epoch_004")]
+    assert "figures/epoch_004/confusion_matrix.png" in pictures, pictures
+    # the best checkpoint came back from S3: on the parent run, with its model, and named by
+    # a URI a user can open
+    parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
+    assert "best_checkpoint.pt" in [a.path for a in client.list_artifacts(parent.info.run_id)]
+    assert parent.data.tags.get("model_uri"), parent.data.tags
+    line = next(x for x in result.stdout.splitlines() if x.startswith("best checkpoint:"))
+    assert line.split(": ", 1)[1].strip().startswith("s3://scitune/searches/cloud_train/"), line
+

@@ -107,3 +107,28 @@ def test_an_unwritable_journal_never_stops_the_search(tmp_path, capsys):
     assert [t.state.name for t in searcher._ot_study.trials] == ["COMPLETE", "PRUNED", "FAIL"]
     warnings = [line for line in capsys.readouterr().err.splitlines() if "Optuna journal" in line]
     assert len(warnings) == 1, warnings  # said once, not once per event
+
+
+def test_intermediate_values_are_indexed_by_epoch_and_a_replayed_epoch_is_told_once():
+    """A multi-worker trial resumed from its Ray Train checkpoint restarts Tune's
+    ``training_iteration`` at 1 and reports its restored epoch again: Optuna must still see
+    each epoch once, at its own step."""
+    searcher = PlatformOptunaSearch(space=space, metric="acc", mode="max", max_epochs=3, seed=0)
+    assert searcher.suggest("ddp") is not None
+    searcher.on_trial_result("ddp", {"acc": 0.2, "epoch": 1, "training_iteration": 1})
+    searcher.on_trial_result("ddp", {"acc": 0.3, "epoch": 2, "training_iteration": 2})
+    # the driver restarts; the trial reports epoch 2 again, then epoch 3 last
+    searcher.on_trial_result("ddp", {"acc": 0.3, "epoch": 2, "training_iteration": 1})
+    searcher.on_trial_complete("ddp", {"acc": 0.5, "epoch": 3, "training_iteration": 2})
+    trial = searcher._ot_study.trials[0]
+    assert trial.state.name == "COMPLETE" and trial.value == 0.5
+    assert trial.intermediate_values == {1: 0.2, 2: 0.3, 3: 0.5}
+
+
+def test_schedulers_count_epochs_not_results():
+    from search.driver import TIME_ATTR, make_scheduler
+
+    searcher = PlatformOptunaSearch(space=space, metric="acc", mode="max", max_epochs=9, seed=0)
+    for name in ("asha", "hyperband", "median"):
+        scheduler = make_scheduler(name, 9, 1, searcher)
+        assert scheduler._time_attr == TIME_ATTR == "epoch", name

@@ -24,7 +24,9 @@ from torch.nn import functional as F
 from datasets.base import DataSplits
 
 Metrics = dict[str, float]
-ReportFn = Callable[[Metrics, dict[str, Any]], None]
+#: ``report(metrics, state)``: an epoch's metrics and the state to checkpoint (None for an
+#: earlier epoch reported again, which has no checkpoint of its own)
+ReportFn = Callable[[Metrics, dict[str, Any] | None], None]
 
 
 class TrialDiverged(RuntimeError):
@@ -413,6 +415,12 @@ class FitSettings:
     #: the kind's figures (PNG) go with the checkpoint of every ``figure_every``-th epoch and
     #: of the last epoch (0: never); each costs a fraction of a second to draw
     figure_every: int = 3
+    #: report the restored checkpoint's epochs again (its history, then its own epoch) before
+    #: training on: where the driver may not have received their results (a multi-worker
+    #: trial resumes from its Ray Train run's newest checkpoint, and rank 0 goes on training
+    #: and checkpointing after the driver stopped listening); the tracker and the searcher
+    #: take each epoch once, so results the driver did receive are not doubled
+    replay_restored_epoch: bool = False
 
     def figure_epoch(self, epoch: int) -> bool:
         every = self.figure_every
@@ -440,7 +448,8 @@ def fit(space: Any, config: Mapping[str, Any], data: DataSplits, settings: FitSe
     """Train ``space``'s model with ``config`` for up to ``settings.max_epochs`` epochs.
 
     ``state`` (a previous checkpoint state) resumes after its epoch. ``report(metrics, state)``
-    is called after every epoch with the epoch's metrics and the state to checkpoint.
+    is called after every epoch with the epoch's metrics and the state to checkpoint; the
+    state holds the metrics of every epoch so far (``history``).
     ``prepare_model`` wraps the model for data-parallel training (e.g. DDP); checkpoints
     always hold the unwrapped model. Returns the metrics of the last epoch, the trained model
     as ``.model``.
@@ -453,9 +462,12 @@ def fit(space: Any, config: Mapping[str, Any], data: DataSplits, settings: FitSe
         data = shard_splits(data, *settings.shard)
     core = space.build(config, data.info).to(device)
     start_epoch = 0
+    history: list[dict[str, float | int]] = []  # every epoch's metrics, kept in the checkpoint
     if state is not None:
         core.load_state_dict(state["model"])
         start_epoch = int(state["epoch"])
+        history = [dict(m) for m in state.get("history") or
+                   ([state["metrics"]] if state.get("metrics") else [])]
     model = prepare_model(core) if prepare_model is not None else core
     opt = kind.make_optimizer(model, config)
     if state is not None:
@@ -464,10 +476,17 @@ def fit(space: Any, config: Mapping[str, Any], data: DataSplits, settings: FitSe
     metrics: Metrics = {}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    if state is not None and start_epoch >= settings.max_epochs and report is not None:
+    if state is not None and report is not None and start_epoch > 0 and (
+            start_epoch >= settings.max_epochs or settings.replay_restored_epoch):
         # The checkpoint already holds the last epoch (the driver stopped after the trial
         # wrote it, before Ray marked the trial done): report that epoch again instead of
-        # ending without a result, which Tune would refuse for lacking the metric.
+        # ending without a result, which Tune would refuse for lacking the metric. With
+        # ``replay_restored_epoch`` any restored epoch is reported again, after the earlier
+        # epochs of its history (FitSettings).
+        if settings.replay_restored_epoch:
+            for earlier in history:
+                if 0 < int(earlier.get("epoch", 0)) < start_epoch:
+                    report(dict(earlier), None)
         metrics = dict(state.get("metrics") or {})
         pictures_due = settings.figure_epoch(start_epoch)
         if not metrics or pictures_due:  # a kind's pictures are of its last validation pass
@@ -475,7 +494,7 @@ def fit(space: Any, config: Mapping[str, Any], data: DataSplits, settings: FitSe
             if not metrics:
                 metrics = {**evaluated, "epoch": start_epoch}
         new_state = {"model": core.state_dict(), "optimizer": opt.state_dict(),
-                     "epoch": start_epoch, "metrics": metrics}
+                     "epoch": start_epoch, "metrics": metrics, "history": history}
         if pictures_due and (settings.shard is None or settings.shard[0] == 0):
             new_state[FIGURES_KEY] = kind.figures(model, data, config, ctx)
         report(dict(metrics), new_state)
@@ -491,9 +510,11 @@ def fit(space: Any, config: Mapping[str, Any], data: DataSplits, settings: FitSe
         metrics["epoch_seconds"] = time.perf_counter() - t0
         if device.type == "cuda":  # what this process's trial holds on its GPU (MiB, peak)
             metrics["gpu_memory_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+        history.append(plain_metrics(metrics))
         if report is not None:
             new_state = {"model": core.state_dict(), "optimizer": opt.state_dict(),
-                         "epoch": epoch, "metrics": plain_metrics(metrics)}
+                         "epoch": epoch, "metrics": plain_metrics(metrics),
+                         "history": list(history)}
             if settings.figure_epoch(epoch) and (settings.shard is None or settings.shard[0] == 0):
                 new_state[FIGURES_KEY] = kind.figures(model, data, config, ctx)
             report(metrics, new_state)
