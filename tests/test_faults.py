@@ -272,6 +272,29 @@ def test_damaged_state_gives_a_way_forward(tmp_path):
     assert "unreadable" in line and f"cp {path}.prev {path}" in line and "\n" not in line
 
 
+def test_state_file_exists_at_every_step_of_a_save(tmp_path, monkeypatch):
+    """A reader (or a kill) between the steps of a save must still find the state: the
+    previous version is kept as ``.prev`` without moving the state away first."""
+    import tracking.state as state_module
+
+    path = tmp_path / "state.json"
+    state_module.write_json_atomic(path, {"version": 1})
+    seen = []
+    real_replace = os.replace
+
+    def replace(source, target):
+        seen.append(path.exists())
+        real_replace(source, target)
+        seen.append(path.exists())
+
+    monkeypatch.setattr(state_module.os, "replace", replace)
+    state_module.write_json_atomic(path, {"version": 2})
+    assert seen and all(seen), seen
+    assert json.loads(path.read_text()) == {"version": 2}
+    assert json.loads(Path(str(path) + ".prev").read_text()) == {"version": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json", "state.json.prev"]
+
+
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 

@@ -159,9 +159,12 @@ def checkpoint_epochs(env: dict[str, str], folder: str) -> list[int]:
     for info in filesystem.get_file_info(pafs.FileSelector(folder, recursive=True,
                                                            allow_not_found=True)):
         if info.base_name == "checkpoint.pt":
-            with filesystem.open_input_stream(info.path) as stream:
-                state = torch.load(io.BytesIO(stream.read()), map_location="cpu",
-                                   weights_only=True)
+            try:
+                with filesystem.open_input_stream(info.path) as stream:
+                    state = torch.load(io.BytesIO(stream.read()), map_location="cpu",
+                                       weights_only=True)
+            except OSError:  # removed since the listing (Ray keeps the newest two)
+                continue
             epochs.append(int(state["epoch"]))
     return sorted(epochs)
 

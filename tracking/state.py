@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,15 @@ def state_path(storage: str | os.PathLike[str], experiment: str) -> Path:
 def write_json_atomic(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
     """Write JSON to ``path`` via a temporary file and rename (never a half-written file).
 
-    The previous version is kept as ``<path>.prev`` so a damaged state can be recovered.
+    The previous version is kept as ``<path>.prev`` so a damaged state can be recovered. It is
+    linked (or copied) there, not moved: ``path`` exists at every instant, so a reader never
+    misses it and a kill between the two steps leaves the state in place (moving it once left
+    no ``state.json`` in that instant, and ``--resume`` found no experiment).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = temp_file_beside(path, ".tmp")
+    previous = tmp + ".prev"
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(payload, f, indent=1, sort_keys=True)
@@ -41,12 +46,20 @@ def write_json_atomic(path: str | os.PathLike[str], payload: dict[str, Any]) -> 
             os.fsync(f.fileno())
         if path.exists():
             with contextlib.suppress(OSError):
-                os.replace(path, str(path) + ".prev")
+                try:
+                    os.link(path, previous)
+                except OSError:  # a file system without hard links
+                    shutil.copyfile(path, previous)
+                os.replace(previous, str(path) + ".prev")
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        for leftover in (tmp, previous):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
         raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(previous)
 
 
 class ExperimentState:
