@@ -170,7 +170,11 @@ def main() -> None:
         driver_counts = parse(raw_dir / "driver.txt", DRIVER_PHASES, trial_thread=False)
         trial = Counter()
         slots_idle = 0
+        unprofiled = 0  # workers py-spy could not attach to (gone, or not yet Python) write nothing
         for pid in attached:
+            if not (raw_dir / f"worker_{pid}.txt").is_file():
+                unprofiled += 1
+                continue
             counts = parse(raw_dir / f"worker_{pid}.txt", TRIAL_PARTS, trial_thread=True)
             slots_idle += counts.pop(IDLE_SLOT, 0)
             trial.update(counts)
@@ -184,7 +188,9 @@ def main() -> None:
         driver_counts["interpreter start, before py-spy's first sample"] = round(missed * rate)
     table("driver main thread, start to exit", driver_counts, rate, "driver wall")
     print()
-    table(f"trial threads ({len(attached)} worker processes)", trial, rate, "in trials")
+    profiled = f"{len(attached) - unprofiled} worker processes" + (
+        f"; {unprofiled} more not profiled: py-spy could not attach" if unprofiled else "")
+    table(f"trial threads ({profiled})", trial, rate, "in trials")
     work = trial.get("the trial's own work (sleep)", 0) / rate
     in_trials = sum(trial.values()) / rate
     print()
