@@ -58,12 +58,27 @@ def check_config(space: Any, config: Mapping[str, Any], info: Any, where: str) -
 def resolve_data(doc: Mapping[str, Any], args: argparse.Namespace, spec: Any, space: Any,
                  tracking_uri: str) -> tuple[str, int, dict, int]:
     """(prepared data path, seed, options, samples) from flags over the file's ``data:``."""
+    from common.seeds import check_seed
+
     data = doc.get("data") or {}
-    seed = args.seed if args.seed is not None else int(data.get("seed") or 0)
-    options = dict(args.data_option) if args.data_option is not None else \
-        {str(k): str(v) for k, v in (data.get("options") or {}).items()}
-    samples = args.samples or data.get("samples") or spec.default_samples
+    where = f"--config {Path(args.config).name}: data:"  # each entry checked where it is used
+    seed = args.seed if args.seed is not None else check_seed(data.get("seed") or 0,
+                                                              f"{where} seed:")
+    if args.data_option is not None:
+        options = dict(args.data_option)
+    else:
+        file_options = data.get("options") or {}
+        if not isinstance(file_options, Mapping):
+            raise BadInput(f"{where} options: must be a mapping of NAME: VALUE")
+        options = {str(k): str(v) for k, v in file_options.items()}
+    samples = next(v for v in (args.samples, data.get("samples"), spec.default_samples)
+                   if v is not None)
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples <= 0:
+        raise BadInput(f"{where} samples: {samples!r}: give a whole number > 0")
     path = args.data if args.data is not None else data.get("path")
+    if path is not None and not isinstance(path, str):
+        raise BadInput(f"{where} path: {path!r}: give the data file's path, or null for "
+                       "synthetic data")
     if path is not None and args.data is None and "://" not in str(path) \
             and not Path(str(path)).exists() and str(path) != "digits":
         raise BadInput(f"the data file {path} of --config is missing here; pass --data PATH")

@@ -12,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-from cli.main import Parser, key_value
+from cli.main import Parser, key_value, seed_int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-option", type=key_value, action="append", default=[],
                    metavar="KEY=VALUE",
                    help="data-set option, repeatable (launch.py --show-space NAME lists them)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=seed_int, default=0,
                    help="seed of any split the conversion draws (0)")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     return p

@@ -50,6 +50,19 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def seed_int(text: str) -> int:
+    """A ``--seed`` value: a whole number from 0 to 2**32 - 1 (what every sampler takes)."""
+    from common.seeds import SEED_MAX
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"{value} must be from 0 to {SEED_MAX}")
+    return value
+
+
 def key_value(text: str) -> tuple[str, str]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
@@ -135,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=None,
                    help="folder for Ray results and checkpoints (default: ./ray_results)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted --experiment")
-    p.add_argument("--seed", type=int, default=0, help="seed of the searcher and of trials (0)")
+    p.add_argument("--seed", type=seed_int, default=0,
+                   help="seed of the searcher and of trials, 0 to 2**32-1 (0)")
     p.add_argument("--cpus-per-trial", type=non_negative_float, default=1.0,
                    help="CPUs per trial, fractions allowed (1)")
     p.add_argument("--gpus-per-trial", type=non_negative_float, default=0.0,

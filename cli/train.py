@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cli.main import Parser, key_value, positive_int
+from cli.main import Parser, key_value, positive_int, seed_int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="KEY=VALUE", help="data-set option, repeatable (default: the file's)")
     p.add_argument("--samples", type=positive_int, default=None,
                    help="size of the synthetic data set (default: the file's)")
-    p.add_argument("--seed", type=int, default=None, help="seed (default: the file's, else 0)")
+    p.add_argument("--seed", type=seed_int, default=None,
+                   help="seed, 0 to 2**32-1 (default: the file's, else 0)")
     p.add_argument("--experiment", default=None,
                    help="MLflow experiment (default: <source experiment>-retrain)")
     p.add_argument("--mlflow-uri", default=None,

@@ -6,13 +6,16 @@ input leaves no experiment folder, MLflow run or data file behind.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import socket
 import sys
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -214,6 +217,77 @@ def _has_tune_checkpoint(exp_dir: str) -> bool:
     return any(Path(exp_dir).glob("experiment_state-*.json"))
 
 
+def _restore_hint(exp_dir: str) -> str:
+    from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
+
+    newest = _find_newest_experiment_checkpoint(exp_dir)
+    states = sorted(Path(exp_dir).glob("experiment_state-*.json")) if not is_uri(exp_dir) else []
+    if newest and len(states) > 1:
+        return (f"move {Path(newest).name} aside to restore from the previous state, or start "
+                "a new --experiment")
+    return "start a new --experiment (the finished trials stay in MLflow)"
+
+
+def check_tune_state_readable(exp_dir: str) -> None:
+    """Refuse a --resume whose newest Tune experiment state (the file Ray restores from) is
+    not a complete state. Ray itself would log the error and start the whole search again,
+    and the trials it forgot would be dropped as orphans."""
+    from ray.train._internal.storage import get_fs_and_path
+    from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
+
+    newest = _find_newest_experiment_checkpoint(exp_dir)
+    if newest is None:
+        return
+    fs, path = get_fs_and_path(newest)
+    problem = None
+    try:
+        with fs.open_input_stream(path) as stream:
+            doc = json.loads(stream.readall().decode("utf-8"))
+        if not isinstance(doc, dict) or not {"trial_data", "runner_data"} <= doc.keys():
+            problem = "not a Tune experiment state"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        problem = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+    if problem:
+        raise BadInput(f"--resume: Ray's experiment state {Path(newest).name} in {exp_dir} is "
+                       f"damaged ({problem}); {_restore_hint(exp_dir)}")
+
+
+class TuneRestoreFailed(BadInput):
+    """Ray could not restore a search's Tune state on --resume (see refuse_silent_restart)."""
+
+
+class _RestoreFailureFilter(logging.Filter):
+    """Turns the error Ray's TuneController logs when its restore fails (it then starts the
+    experiment afresh unless fail_fast is set) into an exception."""
+
+    MESSAGE = "Failed to restore the run state."
+
+    def __init__(self, exp_dir: str):
+        super().__init__()
+        self.exp_dir = exp_dir
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() == self.MESSAGE:
+            exc = record.exc_info[1] if record.exc_info else None
+            why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}" if exc else "see log"
+            raise TuneRestoreFailed(f"--resume: Ray could not restore the search in "
+                                    f"{self.exp_dir} ({why}); {_restore_hint(self.exp_dir)}")
+        return True
+
+
+@contextmanager
+def refuse_silent_restart(exp_dir: str) -> Iterator[None]:
+    """During a resumed ``Tuner.fit()``: stop with :class:`TuneRestoreFailed` where Ray would
+    silently start the whole search again from nothing (re-running every finished trial)."""
+    logger = logging.getLogger("ray.tune.execution.tune_controller")
+    guard = _RestoreFailureFilter(exp_dir)
+    logger.addFilter(guard)
+    try:
+        yield
+    finally:
+        logger.removeFilter(guard)
+
+
 def settings_of(args: SearchSettings, data_path: str, samples: int) -> dict[str, Any]:
     return {"space": args.space, "trials": args.trials, "max_epochs": args.max_epochs,
             "grace_epochs": args.grace_epochs, "searcher": args.searcher,
@@ -269,6 +343,10 @@ def run_search(settings: SearchSettings) -> SearchResult:
             state = ExperimentState.load(state_file)
         except ValueError as exc:
             raise BadInput(str(exc)) from None
+        from ray import tune
+
+        if tune.Tuner.can_restore(exp_dir) and _has_tune_checkpoint(exp_dir):
+            check_tune_state_readable(exp_dir)  # before Ray starts: nothing else to undo
         stored = state.data["settings"]
         if args.space is not None and args.space != stored["space"]:
             raise BadInput(f"--resume: experiment {args.experiment!r} searches space "
@@ -326,6 +404,8 @@ def run_search(settings: SearchSettings) -> SearchResult:
                                   args.data)
 
     knowledge: dict[str, Any] = {}  # the prior's centre and the warm-start trials
+    # the parent run's status before a --resume made it RUNNING; a fresh one was created here
+    parent_status_before = "FAILED"
 
     def prepare_data_and_space() -> Any:
         """Data (generated or imported), the narrowed space, the prior and the warm start:
@@ -361,7 +441,7 @@ def run_search(settings: SearchSettings) -> SearchResult:
 
     def prepare_tracking() -> ExperimentState:
         """Experiment folder and MLflow runs (overlaps Ray's start in local mode)."""
-        nonlocal state
+        nonlocal state, parent_status_before
         if state is None:
             if not remote:
                 Path(exp_dir).mkdir(parents=True, exist_ok=False)
@@ -369,8 +449,9 @@ def run_search(settings: SearchSettings) -> SearchResult:
         else:
             from mlflow.tracking import MlflowClient
 
-            MlflowClient(state.data["tracking_uri"]).update_run(state.data["parent_run_id"],
-                                                                status="RUNNING")
+            client = MlflowClient(state.data["tracking_uri"])
+            parent_status_before = client.get_run(state.data["parent_run_id"]).info.status
+            client.update_run(state.data["parent_run_id"], status="RUNNING")
         return state
 
     import ray
@@ -397,8 +478,29 @@ def run_search(settings: SearchSettings) -> SearchResult:
                 state = tracked.result()
         return _search(args, space, info, state, exp_dir, data_path, concurrency, dashboard,
                        knowledge)
+    except Exception:
+        if state is not None:  # no parent run is left RUNNING by a start that ended here
+            _close_parent_left_running(state, parent_status_before)
+        raise
     finally:
         ray.shutdown()
+
+
+def _close_parent_left_running(state: ExperimentState, status_before: str) -> None:
+    """Give the search's parent run, if it is still RUNNING after a start that raised (a bug,
+    a damaged Ray state on --resume), the status it had before: FAILED for one created by this
+    start, KILLED for a search whose driver had died; --resume makes it RUNNING again."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        client = MlflowClient(state.data["tracking_uri"])
+        parent = state.data["parent_run_id"]
+        if client.get_run(parent).info.status == "RUNNING":
+            client.set_terminated(parent, status="KILLED" if status_before == "RUNNING"
+                                  else status_before)
+    except Exception as exc:  # noqa: BLE001 - the original error is the one to report
+        print(f"warning: could not close the search's MLflow run ({type(exc).__name__})",
+              file=sys.stderr)
 
 
 def start_tracking(args: SearchSettings, space: Space, tracking_uri: str,
@@ -485,17 +587,15 @@ def _search(args: SearchSettings, space: Space, info: Any, state: ExperimentStat
     # callbacks (JsonLoggerCallback among them) come back from the saved state.
     if os.environ.get("SCITUNE_TUNE_LOGGERS", "json") != "all":
         os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    if args.resume and tune.Tuner.can_restore(exp_dir) and _has_tune_checkpoint(exp_dir):
+    resuming = args.resume and tune.Tuner.can_restore(exp_dir) and _has_tune_checkpoint(exp_dir)
+    if resuming:
         try:
             tuner = tune.Tuner.restore(exp_dir, trainable=trainable,
                                        resume_unfinished=True, resume_errored=False)
         except Exception as exc:  # noqa: BLE001 - Ray raises many types for a damaged state
-            states = sorted(Path(exp_dir).glob("experiment_state-*.json"))
-            hint = (f"move {states[-1].name} aside to restore from the previous state"
-                    if len(states) > 1 else "start a new --experiment")
             raise BadInput(f"--resume: Ray's experiment state in {exp_dir} is damaged "
-                           f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); {hint}"
-                           ) from None
+                           f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+                           f"{_restore_hint(exp_dir)}") from None
     else:
         sampler = make_sampler(args.searcher, args.seed)
         centre = knowledge.get("prior")
@@ -554,7 +654,11 @@ def _search(args: SearchSettings, space: Space, info: Any, state: ExperimentStat
                 verbose=2 if args.verbose else 0,
             ),
         )
-    results = tuner.fit()
+    if resuming:
+        with refuse_silent_restart(exp_dir):
+            results = tuner.fit()
+    else:
+        results = tuner.fit()
     # Ray is shut down after the summary (by the caller), never beside it: a thread still
     # touching Ray's core worker once it is shut down ends the process with exit code 1
     # ("The core worker has already been shutdown"), seen on a loaded CI machine.

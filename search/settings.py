@@ -12,6 +12,7 @@ from typing import Any
 
 from common.errors import BadInput
 from common.paths import is_uri
+from common.seeds import check_seed
 
 SEARCHERS = ("tpe", "random", "qmc", "gp", "cmaes")
 SCHEDULERS = ("asha", "hyperband", "median", "fifo")
@@ -83,6 +84,7 @@ class SearchSettings:
         if s.prior not in ("seed", "none") and not Path(s.prior).is_file():
             raise BadInput(f"--prior {s.prior}: no such file; give seed, none, or an "
                            "--export-best FILE.yaml")
+        check_seed(s.seed)
         if s.max_failures < 0:
             raise BadInput("--max-failures must be >= 0")
         if s.grace_epochs > s.max_epochs:

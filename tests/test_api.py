@@ -54,6 +54,9 @@ def test_bad_settings_raise_bad_input_and_create_nothing(tmp_path, restored_envi
         run_search(SearchSettings(max_epochs=2, grace_epochs=3, storage=str(storage)))
     with pytest.raises(BadInput, match="--searcher annealing: choose one of"):
         run_search(SearchSettings(searcher="annealing", storage=str(storage)))
+    for seed in (-1, 2**32, 1.5, True):  # Optuna's samplers take 0..2**32-1
+        with pytest.raises(BadInput, match="--seed .*: give a whole number from 0 to 4294967295"):
+            run_search(SearchSettings(seed=seed, storage=str(storage)))
     with pytest.raises(BadInput, match="unknown space|no space|not registered"):
         run_search(SearchSettings(space="nope", storage=str(storage),
                                   mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))

@@ -67,6 +67,8 @@ ROWS = {
     "unknown space": (["--space", "resnet99"], "unknown space 'resnet99'"),
     "trials 0": (["--trials", "0"], "--trials: 0 must be > 0"),
     "trials negative": (["--trials", "-3"], "--trials: -3 must be > 0"),
+    "negative --seed": (["--seed", "-1"], "--seed: -1 must be from 0 to 4294967295"),
+    "--seed above 2**32-1": (["--seed", "4294967296"], "must be from 0 to 4294967295"),
     "negative CPUs": (["--cpus-per-trial", "-1"], "--cpus-per-trial: -1 must be"),
     "non-numeric GPUs": (["--gpus-per-trial", "abc"], "'abc' is not a number"),
     "more GPUs than the cluster": (["--gpus-per-trial", "1"], "the cluster has 0 GPUs"),

@@ -272,6 +272,42 @@ def test_damaged_state_gives_a_way_forward(tmp_path):
     assert "unreadable" in line and f"cp {path}.prev {path}" in line and "\n" not in line
 
 
+def test_resume_refuses_a_tune_state_ray_cannot_restore_and_keeps_every_run(tmp_path):
+    """Ray logs a failed restore and starts the whole search again (every trial re-run, the
+    finished ones dropped as orphans); --resume must stop instead and change nothing."""
+    from mlflow.entities import ViewType
+
+    db, storage = tmp_path / "mlflow.db", tmp_path / "ray"
+    common = ["--experiment", "kept", "--mlflow-uri", f"sqlite:///{db}", "--storage", str(storage)]
+    result = run_cli("--trials", "2", "--max-epochs", "1", "--samples", "60", *common, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, [parent], children = children_of(db, "kept")
+
+    def every_run():
+        experiment = client.get_experiment_by_name("kept").experiment_id
+        return sorted((r.info.run_id, r.info.status, r.info.lifecycle_stage)
+                      for r in client.search_runs([experiment], run_view_type=ViewType.ALL))
+
+    runs_before = every_run()
+    assert len(runs_before) == 3 and {r[1] for r in runs_before} == {"FINISHED"}
+    trial_dirs = sorted(p.name for p in (storage / "kept").glob("trial_*"))
+    [tune_state] = (storage / "kept").glob("experiment_state-*.json")
+    whole = tune_state.read_text()
+    for damage, message in (('{"trial_data": [', "is damaged (JSONDecodeError"),
+                            ('{"trial_data": [], "runner_data": 5}', "Ray could not restore")):
+        tune_state.write_text(damage)
+        result = run_cli("--resume", *common, cwd=tmp_path)
+        assert result.returncode == 2, (damage, result.stderr[-3000:])
+        [line] = result.stderr.strip().splitlines()
+        assert message in line and "start a new --experiment" in line, line
+        assert every_run() == runs_before  # the parent is not left RUNNING; nothing deleted
+        assert sorted(p.name for p in (storage / "kept").glob("trial_*")) == trial_dirs
+    tune_state.write_text(whole)  # the state restored: the finished search resumes as it was
+    result = run_cli("--resume", *common, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r[0] for r in every_run()] == [r[0] for r in runs_before]
+
+
 def test_state_file_exists_at_every_step_of_a_save(tmp_path, monkeypatch):
     """A reader (or a kill) between the steps of a save must still find the state: the
     previous version is kept as ``.prev`` without moving the state away first."""

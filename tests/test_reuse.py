@@ -156,6 +156,11 @@ def test_train_refuses_bad_configs(tmp_path):
         "unknown_param.yaml": {**good, "config": {"learning_rate": 1e-3}},
         "wrong_type.yaml": {**good, "config": {"n_stages": "four"}},
         "no_config.yaml": {"space": "resnet1d"},
+        "negative_seed.yaml": {**good, "data": {"seed": -1}},
+        "text_seed.yaml": {**good, "data": {"seed": "abc"}},
+        "huge_seed.yaml": {**good, "data": {"seed": 2**32}},
+        "list_options.yaml": {**good, "data": {"options": ["length=100"]}},
+        "numeric_path.yaml": {**good, "data": {"path": 5}},
     }
     for name, content in cases.items():
         if content is not None:
@@ -166,6 +171,13 @@ def test_train_refuses_bad_configs(tmp_path):
         assert result.returncode == 2, (name, result.stderr[-1500:])
         assert_one_error_line(result.stderr, name)
     assert not (tmp_path / "mlflow.db").exists()
+    # the file's data size, where no --samples overrides it
+    (tmp_path / "zero_samples.yaml").write_text(yaml.safe_dump({**good, "data": {"samples": 0}}))
+    result = run_cli("train", "--config", "zero_samples.yaml", "--max-epochs", "1", cwd=tmp_path)
+    assert result.returncode == 2 and "data: samples: 0: give a whole number" in result.stderr
+    assert_one_error_line(result.stderr, "zero_samples.yaml")
+    result = run_cli("train", "--config", "huge_seed.yaml", "--seed", "-1", cwd=tmp_path)
+    assert result.returncode == 2 and "--seed: -1 must be from 0" in result.stderr
 
 
 def assert_one_error_line(stderr: str, case: str) -> None:
