@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from pathlib import Path
 
 import h5py
@@ -45,6 +46,12 @@ def make_inputs(root: Path) -> dict[str, Path]:
     files["truncated"] = root / "truncated.h5"
     files["truncated"].write_bytes(blob[: len(blob) // 2])
     (root / "a_file").write_text("")
+    files["damaged_db"] = root / "damaged.db"  # a SQLite header, then garbage
+    files["damaged_db"].write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 16)
+    files["other_db"] = root / "other.db"
+    with sqlite3.connect(files["other_db"]) as connection:
+        connection.execute("CREATE TABLE samples (x REAL)")
+    connection.close()
     old = state_path(root / "ray", "old")
     old.parent.mkdir(parents=True)
     old.write_text(json.dumps({"parent_run_id": "x", "settings": {"space": "resnet1d"},
@@ -77,6 +84,11 @@ ROWS = {
     "unwritable --storage": (["--storage", "{root}/a_file/ray"], "is a file, not a folder"),
     "unreachable --mlflow-uri": (["--mlflow-uri", "http://127.0.0.1:9"],
                                  "tracking server unreachable"),
+    "damaged SQLite --mlflow-uri": (["--mlflow-uri", "sqlite:///{damaged_db}"],
+                                    "not a usable SQLite database"),
+    "a SQLite --mlflow-uri that is not MLflow's": (["--mlflow-uri", "sqlite:///{other_db}"],
+                                                   "a SQLite database that is not an MLflow "
+                                                   "store (tables: samples)"),
     "missing --prior file": (["--prior", "{root}/absent.yaml"], "no such file"),
     "--prior not YAML": (["--prior", "{bad_prior}"], "not valid YAML"),
     "--warm-start from an unknown experiment": (["--warm-start", "nope"],

@@ -37,6 +37,7 @@ def resolve_mlflow_uri(uri: str | None) -> str:
         check_writable_dir(db.parent, "--mlflow-uri")
         if not db.parent.exists():
             raise BadInput(f"--mlflow-uri {uri}: folder {db.parent} does not exist; create it")
+        check_sqlite_store(db, uri)
         return f"sqlite:///{db}"
     if uri.startswith(("http://", "https://")):
         import urllib.error
@@ -55,6 +56,31 @@ def resolve_mlflow_uri(uri: str | None) -> str:
     if uri.startswith(("mysql", "databricks")):
         return uri
     raise BadInput(f"--mlflow-uri {uri}: use sqlite:////abs/path.db or http://host:port")
+
+
+def check_sqlite_store(db: Path, uri: str) -> None:
+    """An existing ``db`` must be a readable SQLite file that is empty or an MLflow store
+    (read-only check): MLflow would fail on a damaged one with a traceback, and would write its
+    schema into someone else's database."""
+    import sqlite3
+
+    if not db.exists() or (db.is_file() and db.stat().st_size == 0):
+        return
+    if not db.is_file():
+        raise BadInput(f"--mlflow-uri {uri}: {db} is not a file; name the SQLite file")
+    try:
+        connection = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            tables = {row[0] for row in connection.execute(
+                "SELECT name FROM sqlite_master WHERE type='table'")}
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        raise BadInput(f"--mlflow-uri {uri}: the file is not a usable SQLite database ({exc}); "
+                       "restore it from a copy or choose another file") from None
+    if tables and not {"experiments", "runs", "alembic_version"} <= tables:
+        raise BadInput(f"--mlflow-uri {uri}: a SQLite database that is not an MLflow store "
+                       f"(tables: {', '.join(sorted(tables)[:5])}); choose another file")
 
 
 def _checked_postgresql_uri(uri: str) -> str:
