@@ -300,7 +300,10 @@ def require_dataset(f: Any, key: str, path: str, *, ndim: int | None = None,
     """Return ``f[key]`` after checking presence, rank and dtype; else :class:`DataError`."""
     import h5py
 
-    if key not in f or not isinstance(f[key], h5py.Dataset):
+    if key in f and not isinstance(f[key], h5py.Dataset):
+        raise DataError(f"--data {path}: '{key}' is a group, not a dataset; store the array "
+                        f"itself as '{key}' (see README 'Data' for the schema)")
+    if key not in f:
         raise DataError(
             f"--data {path}: missing dataset '{key}' (present: {', '.join(sorted(f.keys())) or 'none'});"
             " see README 'Data' for the schema"

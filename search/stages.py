@@ -129,8 +129,8 @@ def check_space_fits_data(space: Space, data: DataSplits, source: str) -> None:
             if space.kind in ("classify", "autoencode") and len(data.train) >= 2:
                 idx = np.sort(np.asarray(data.train[:2]))
                 arrays = [np.asarray(data.batch(key, idx, config)) for key in input_keys(model)]
-                inputs = [torch.from_numpy(a.astype(np.float32) if a.dtype.kind == "f" else a)
-                          .to("meta") for a in arrays]
+                # as the loop feeds them (trainables.loop.fetch): float32, integer counts too
+                inputs = [torch.from_numpy(a.astype(np.float32)).to("meta") for a in arrays]
                 model.eval()(*inputs)
     except (NotImplementedError, KeyError, AttributeError):
         # the meta device lacks an operation, or the seed configuration is incomplete (a

@@ -69,3 +69,35 @@ def test_an_incomplete_seed_configuration_skips_the_check(tiny_data):
     data = tiny_data(space.dataset)
     for seed_config in ({"lr": 1e-3}, {}):
         check_space_fits_data(dataclasses.replace(space, seed_config=seed_config), data, "x")
+
+
+def test_integer_counts_are_taken_as_the_loop_feeds_them(tmp_path):
+    """Detector counts stored as integers (an int32 XRD pattern file): the loop feeds every
+    input as float32, so the check must too (it refused them: "Input type (int) and bias type
+    (float) should be the same"), and a seed epoch trains on them."""
+    import math
+
+    from trainables.loop import FitSettings, fit
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "counts.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("patterns", data=rng.poisson(50, (80, 256)).astype(np.int32))
+        f.create_dataset("labels", data=np.arange(80) % 14)
+    space = registry()["resnet1d"]
+    data = get_dataset(space.dataset).load(prepare_data(space, str(path), 80, 0, {}), 0, {})
+    assert data.arrays["x"].dtype.kind == "i"
+    check_space_fits_data(space, data, str(path))
+    reports = []
+    fit(space, dict(space.seed_config), data, FitSettings(max_epochs=1, seed=0),
+        report=lambda metrics, state: reports.append(metrics))
+    assert len(reports) == 1 and math.isfinite(reports[0]["val_loss"])
+
+
+def test_a_group_in_place_of_a_dataset_is_named(tmp_path):
+    path = tmp_path / "grouped.h5"
+    with h5py.File(path, "w") as f:
+        f.create_group("patterns")
+        f.create_dataset("labels", data=np.arange(80) % 14)
+    with pytest.raises(DataError, match="'patterns' is a group, not a dataset"):
+        prepare_data(registry()["resnet1d"], str(path), 80, 0, {})
