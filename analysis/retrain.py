@@ -30,6 +30,9 @@ def read_config(path: str | Path) -> dict[str, Any]:
         doc = yaml.safe_load(path.read_text())
     except OSError as exc:
         raise BadInput(f"--config {path}: cannot read it ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"--config {path}: not a text (UTF-8) file; give a file written by "
+                       "--export-best") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""

@@ -57,6 +57,9 @@ def parse_prior_file(path: str | Path, space_name: str) -> dict[str, Any]:
     except OSError as exc:
         raise BadInput(f"{where}: cannot read it ({exc.strerror}); name an --export-best file "
                        "or 'seed' or 'none'") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"{where}: not a text (UTF-8) file; name an --export-best file or "
+                       "'seed' or 'none'") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""

@@ -212,6 +212,9 @@ def read(path: str | Path, space_name: str) -> dict[str, Any]:
         text = path.read_text()
     except OSError as exc:
         raise BadInput(f"--space-file {path}: cannot read it ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"--space-file {path}: not a text (UTF-8) file; give the YAML file"
+                       ) from None
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:

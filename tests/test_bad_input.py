@@ -42,6 +42,8 @@ def make_inputs(root: Path) -> dict[str, Path]:
     files["text"].write_text("patterns,labels\n1,2\n")
     files["bad_prior"] = root / "prior.yaml"
     files["bad_prior"].write_text("config: [lr\n")
+    files["binary"] = root / "binary.yaml"
+    files["binary"].write_bytes(bytes(range(128, 256)))
     blob = files["good"].read_bytes()
     files["truncated"] = root / "truncated.h5"
     files["truncated"].write_bytes(blob[: len(blob) // 2])
@@ -91,6 +93,8 @@ ROWS = {
                                                    "store (tables: samples)"),
     "missing --prior file": (["--prior", "{root}/absent.yaml"], "no such file"),
     "--prior not YAML": (["--prior", "{bad_prior}"], "not valid YAML"),
+    "--prior not text": (["--prior", "{binary}"], "not a text (UTF-8) file"),
+    "--space-file not text": (["--space-file", "{binary}"], "not a text (UTF-8) file"),
     "--warm-start from an unknown experiment": (["--warm-start", "nope"],
                                                 "--warm-start nope: no such MLflow experiment"),
     "--resume of an unknown experiment": (["--resume", "--experiment", "nope"],

@@ -156,6 +156,7 @@ def test_train_refuses_bad_configs(tmp_path):
         "unknown_param.yaml": {**good, "config": {"learning_rate": 1e-3}},
         "wrong_type.yaml": {**good, "config": {"n_stages": "four"}},
         "no_config.yaml": {"space": "resnet1d"},
+        "binary.yaml": bytes(range(128, 256)),
         "negative_seed.yaml": {**good, "data": {"seed": -1}},
         "text_seed.yaml": {**good, "data": {"seed": "abc"}},
         "huge_seed.yaml": {**good, "data": {"seed": 2**32}},
@@ -164,8 +165,11 @@ def test_train_refuses_bad_configs(tmp_path):
     }
     for name, content in cases.items():
         if content is not None:
-            (tmp_path / name).write_text(content if isinstance(content, str)
-                                         else yaml.safe_dump(content))
+            if isinstance(content, bytes):
+                (tmp_path / name).write_bytes(content)
+            else:
+                (tmp_path / name).write_text(content if isinstance(content, str)
+                                             else yaml.safe_dump(content))
         result = run_cli("train", "--config", name, "--max-epochs", "1", "--samples", "200",
                          cwd=tmp_path)
         assert result.returncode == 2, (name, result.stderr[-1500:])
