@@ -10,12 +10,14 @@ import json
 import logging
 import math
 import os
+import signal
 import socket
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -273,6 +275,33 @@ class _RestoreFailureFilter(logging.Filter):
             raise TuneRestoreFailed(f"--resume: Ray could not restore the search in "
                                     f"{self.exp_dir} ({why}); {_restore_hint(self.exp_dir)}")
         return True
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While Tune runs, SIGTERM (a batch system's time limit, ``kill``, the Slurm script's stop)
+    stops the search as Ctrl-C does: Tune saves its experiment state once more, the running
+    trials' MLflow runs end KILLED, and the summary says how to ``--resume``. Without it Ray's
+    own handler ended the driver at once, leaving every run RUNNING in MLflow."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is None:  # a handler installed outside Python (Ray's): the default instead
+        previous = signal.SIG_DFL
+
+    def interrupt(signum: int, frame: Any) -> None:
+        print("SIGTERM received: stopping the search as Ctrl-C does (send it again to stop at "
+              "once)", file=sys.stderr, flush=True)
+        signal.signal(signal.SIGTERM, previous)
+        signal.raise_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGTERM) is interrupt:
+            signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
@@ -654,10 +683,7 @@ def _search(args: SearchSettings, space: Space, info: Any, state: ExperimentStat
                 verbose=2 if args.verbose else 0,
             ),
         )
-    if resuming:
-        with refuse_silent_restart(exp_dir):
-            results = tuner.fit()
-    else:
+    with sigterm_as_interrupt(), refuse_silent_restart(exp_dir) if resuming else nullcontext():
         results = tuner.fit()
     # Ray is shut down after the summary (by the caller), never beside it: a thread still
     # touching Ray's core worker once it is shut down ends the process with exit code 1

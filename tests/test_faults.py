@@ -220,7 +220,11 @@ def test_driver_killed_at_random_points_then_resumed(tmp_path):
     assert len(trial_dirs) == trials, sorted(p.name for p in trial_dirs)
 
 
-def test_ctrl_c_leaves_no_run_running_and_resume_finishes(tmp_path):
+# SIGTERM (a batch system's time limit, the Slurm script's stop) is turned into Tune's Ctrl-C
+# path, so the default run covers both; plain Ctrl-C runs with the slow tests.
+@pytest.mark.parametrize("stop", [pytest.param(signal.SIGINT, marks=pytest.mark.slow, id="SIGINT"),
+                                  pytest.param(signal.SIGTERM, id="SIGTERM")])
+def test_ctrl_c_leaves_no_run_running_and_resume_finishes(tmp_path, stop):
     db = tmp_path / "mlflow.db"
     storage = tmp_path / "ray"
     args = ["--space", "resnet1d", "--trials", "3", "--max-epochs", "3", "--samples", "300",
@@ -236,12 +240,14 @@ def test_ctrl_c_leaves_no_run_running_and_resume_finishes(tmp_path):
                                      json.loads(path.read_text())["trials"].values()):
                 break
             time.sleep(0.2)
-        driver.send_signal(signal.SIGINT)
-        out, _ = driver.communicate(timeout=120)
+        driver.send_signal(stop)
+        out, err = driver.communicate(timeout=120)
     finally:
         if driver.poll() is None:
             kill_tree(driver.pid)
     assert driver.returncode == 130, out[-2000:]
+    if stop == signal.SIGTERM:
+        assert "SIGTERM received: stopping the search as Ctrl-C does" in err
     assert "--resume --experiment ctrlc" in out
     client, parents, children = children_of(db, "ctrlc")
     assert parents[0].info.status == "KILLED"
