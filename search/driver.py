@@ -177,6 +177,9 @@ def cluster_snapshot() -> ClusterSnapshot:
                            largest_node_cpus=node_cpus, nodes=len(alive))
 
 
+RAY_RESOURCE_UNIT = 1e-4  # Ray rounds resource requests to this; below it a request is 0
+
+
 def check_resources(args: SearchSettings, trials: int, cluster: ClusterSnapshot) -> int:
     """Check the request fits ``cluster``; return the number of concurrent trials."""
     cpus, gpus, node_cpus = cluster.cpus, cluster.gpus, cluster.largest_node_cpus
@@ -188,6 +191,16 @@ def check_resources(args: SearchSettings, trials: int, cluster: ClusterSnapshot)
                        "every node sees (NFS path) or a cloud URI (s3://bucket/path)")
     workers = args.workers_per_trial
     per_worker_cpu = args.cpus_per_trial / workers
+    for flag, amount in (("--cpus-per-trial", args.cpus_per_trial),
+                         ("--gpus-per-trial", args.gpus_per_trial)):
+        if 0 < amount / workers < RAY_RESOURCE_UNIT:  # Ray counts in 1/10000 units
+            each = f" per worker ({workers} workers)" if workers > 1 else ""
+            raise BadInput(f"{flag} {amount:g}: {amount / workers:g}{each} is below Ray's "
+                           f"smallest unit {RAY_RESOURCE_UNIT:g}; raise it or give 0")
+    if workers > max(cpus, gpus, 1):
+        raise BadInput(f"--workers-per-trial {workers}: the cluster has {cpus:g} CPUs and "
+                       f"{gpus:g} GPUs; each worker is a process with its own model and data, "
+                       f"so give at most {int(max(cpus, gpus, 1))}")
     if workers == 1 and args.cpus_per_trial > node_cpus:
         raise BadInput(f"--cpus-per-trial {args.cpus_per_trial:g}: the largest node has "
                        f"{node_cpus:g} CPUs; lower it")
