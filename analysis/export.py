@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.errors import BadInput
-from common.paths import temp_file_beside
+from common.paths import check_writable_dir, temp_file_beside
 from tracking.record import SearchRecord
 from tracking.state import state_path
 
@@ -23,6 +23,7 @@ def check_target(path: str | Path) -> Path:
     path = Path(path).absolute()
     if path.suffix not in (".yaml", ".yml"):
         raise BadInput(f"--export-best {path}: name a .yaml file")
+    check_writable_dir(path.parent, "--export-best")  # before a search that ends writing it
     if not path.parent.is_dir():
         raise BadInput(f"--export-best {path}: folder {path.parent} does not exist; create it")
     if path.is_dir():
@@ -62,9 +63,18 @@ def write_best(storage: str, experiment: str, path: str | Path) -> Path:
                  "samples": settings.get("samples"), "seed": settings.get("seed", 0)},
         "config": record["config"],
     }
-    fd, tmp = temp_file_beside(path, ".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(HEADER.format(file=path.name))
-        yaml.safe_dump(doc, f, sort_keys=False)
-    os.replace(tmp, path)
+    try:
+        fd, tmp = temp_file_beside(path, ".tmp")
+    except OSError as exc:
+        raise BadInput(f"--export-best {path}: cannot write ({exc.strerror}); choose another "
+                       "file") from None
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(HEADER.format(file=path.name))
+            yaml.safe_dump(doc, f, sort_keys=False)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise BadInput(f"--export-best {path}: cannot write ({exc.strerror}); choose another "
+                       "file") from None
     return path

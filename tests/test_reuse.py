@@ -125,6 +125,14 @@ def test_export_best_then_train_alone(finished_search, tmp_path):
                     str(tmp_path / "again.yaml"), cwd=finished_search.cwd)
     assert again.returncode == 0, again.stderr
     assert yaml.safe_load((tmp_path / "again.yaml").read_text())["config"] == exported["config"]
+    # a target that cannot be written is refused in one line, before any work
+    (tmp_path / "a_file").write_text("")
+    for target, message in ((tmp_path / "a_file" / "best.yaml", "is a file, not a folder"),
+                            (tmp_path / "best.txt", "name a .yaml file")):
+        refused = run_cli("--experiment", finished_search.experiment, "--export-best",
+                          str(target), cwd=finished_search.cwd)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr[-1500:]
+        assert_one_error_line(refused.stderr, str(target))
 
     trained = run_cli("train", "--config", str(finished_search.best), "--max-epochs", "2",
                       "--mlflow-uri", finished_search.uri, "--experiment", "retrained",
