@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,9 +59,11 @@ class SearchSettings:
     def checked(self) -> SearchSettings:
         """A copy with every setting checked (raises :class:`BadInput`, creates nothing) and
         ``storage`` made absolute."""
-        s = dataclasses.replace(self, data_option=dict(self.data_option))
-        if s.is_checked:
-            return s
+        if self.is_checked:
+            return dataclasses.replace(self, data_option=dict(self.data_option))
+        s = dataclasses.replace(self)
+        _check_types(s)
+        s.data_option = dict(s.data_option)
         for name in ("trials", "max_epochs", "grace_epochs", "workers_per_trial"):
             if not isinstance(getattr(s, name), int) or getattr(s, name) <= 0:
                 raise BadInput(f"--{name.replace('_', '-')} must be a whole number > 0")
@@ -113,6 +117,34 @@ class SearchSettings:
             s.storage = str(storage if storage.is_absolute() else Path.cwd() / storage)
         s.is_checked = True
         return s
+
+
+#: fields that are text (a path may be given as ``pathlib.Path``) or None
+TEXT_FIELDS = ("space", "data", "experiment", "mlflow_uri", "storage", "address", "space_file")
+
+
+def _check_types(s: SearchSettings) -> None:
+    """The Python API's values of the wrong type, named as their flag (paths become text)."""
+    for name in TEXT_FIELDS:
+        value = getattr(s, name)
+        if isinstance(value, os.PathLike):
+            setattr(s, name, os.fspath(value))
+        elif value is not None and not isinstance(value, str):
+            raise BadInput(f"--{name.replace('_', '-')} {value!r}: give text (a name, path or "
+                           "URI) or None")
+    if not isinstance(s.data_option, Mapping) or not all(isinstance(k, str)
+                                                         for k in s.data_option):
+        raise BadInput(f"--data-option {s.data_option!r}: give a mapping of option name to "
+                       "value, e.g. {'length': '1024'}")
+    if s.warm_start is not None and not (isinstance(s.warm_start, str) or (
+            isinstance(s.warm_start, list | tuple)
+            and all(isinstance(n, str) for n in s.warm_start))):
+        raise BadInput(f"--warm-start {s.warm_start!r}: give 'A,B' or a list of experiment names")
+    for name in ("resume", "verbose"):
+        if not isinstance(getattr(s, name), bool):
+            raise BadInput(f"--{name} {getattr(s, name)!r}: give True or False")
+    if isinstance(s.max_failures, bool) or not isinstance(s.max_failures, int):
+        raise BadInput(f"--max-failures {s.max_failures!r}: give a whole number >= 0")
 
 
 @dataclass

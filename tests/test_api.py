@@ -54,6 +54,13 @@ def test_bad_settings_raise_bad_input_and_create_nothing(tmp_path, restored_envi
         run_search(SearchSettings(max_epochs=2, grace_epochs=3, storage=str(storage)))
     with pytest.raises(BadInput, match="--searcher annealing: choose one of"):
         run_search(SearchSettings(searcher="annealing", storage=str(storage)))
+    for wrong, message in (({"data_option": ["length=512"]}, "--data-option .*give a mapping"),
+                           ({"experiment": 5}, "--experiment 5: give text"),
+                           ({"warm_start": 5}, "--warm-start 5: give 'A,B' or a list"),
+                           ({"resume": "yes"}, "--resume 'yes': give True or False"),
+                           ({"max_failures": "1"}, "--max-failures '1': give a whole number")):
+        with pytest.raises(BadInput, match=message):  # the API's types, named as their flags
+            run_search(SearchSettings(storage=str(storage), **wrong))
     for seed in (-1, 2**32, 1.5, True):  # Optuna's samplers take 0..2**32-1
         with pytest.raises(BadInput, match="--seed .*: give a whole number from 0 to 4294967295"):
             run_search(SearchSettings(seed=seed, storage=str(storage)))
