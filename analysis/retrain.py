@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import BadInput
+from common.signals import sigterm_as_interrupt
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
@@ -172,7 +173,8 @@ def _train(args: argparse.Namespace, doc: Mapping[str, Any], space: Any, config:
     settings = FitSettings(max_epochs=args.max_epochs, seed=seed, device=device,
                            precision=args.precision, figure_every=args.max_epochs)
     try:
-        model = fit(space, config, data, settings, report=report).model
+        with sigterm_as_interrupt("training"):
+            model = fit(space, config, data, settings, report=report).model
     except KeyboardInterrupt:
         client.set_terminated(run_id, status="KILLED")
         print("interrupted: the run is marked KILLED", file=sys.stderr)

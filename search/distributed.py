@@ -73,6 +73,9 @@ def run_distributed_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from search_spaces import get_space
+
+    space = get_space(ctx.space)
     use_gpu = ctx.gpus_per_worker > 0
     resources = {"CPU": ctx.cpus_per_worker}
     if use_gpu:
@@ -87,7 +90,11 @@ def run_distributed_trial(config: dict[str, Any], ctx: TrialContext) -> None:
             name=f"train_{tune.get_context().get_trial_id()}",
             storage_path=ctx.train_storage or os.path.join(tempfile.gettempdir(), "scitune"),
             callbacks=[TuneReportCallback()],
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            # the best epoch's checkpoint is kept (Ray keeps the newest as well, to resume);
+            # kept by age only, a trial whose best epoch came early lost it
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=2, checkpoint_score_attribute=space.metric,
+                checkpoint_score_order=space.mode),
         ),
     )
     trainer.fit()

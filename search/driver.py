@@ -10,10 +10,8 @@ import json
 import logging
 import math
 import os
-import signal
 import socket
 import sys
-import threading
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +24,7 @@ from typing import Any
 
 from common.errors import BadInput
 from common.paths import check_writable_dir, is_uri
+from common.signals import sigterm_as_interrupt
 from datasets import get_dataset
 from search.settings import SearchResult, SearchSettings
 from search.stages import check_space_fits_data, prepare_data
@@ -250,13 +249,16 @@ def check_tune_state_readable(exp_dir: str) -> None:
     from ray.train._internal.storage import get_fs_and_path
     from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
 
-    newest = _find_newest_experiment_checkpoint(exp_dir)
+    try:
+        fs, _ = get_fs_and_path(exp_dir)  # local or cloud; ``newest`` is a path on it
+        newest = _find_newest_experiment_checkpoint(exp_dir)
+    except Exception:  # noqa: BLE001 - not listable here: Ray's restore (guarded) will say
+        return
     if newest is None:
         return
-    fs, path = get_fs_and_path(newest)
     problem = None
     try:
-        with fs.open_input_stream(path) as stream:
+        with fs.open_input_stream(newest) as stream:
             doc = json.loads(stream.readall().decode("utf-8"))
         if not isinstance(doc, dict) or not {"trial_data", "runner_data"} <= doc.keys():
             problem = "not a Tune experiment state"
@@ -288,33 +290,6 @@ class _RestoreFailureFilter(logging.Filter):
             raise TuneRestoreFailed(f"--resume: Ray could not restore the search in "
                                     f"{self.exp_dir} ({why}); {_restore_hint(self.exp_dir)}")
         return True
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """While Tune runs, SIGTERM (a batch system's time limit, ``kill``, the Slurm script's stop)
-    stops the search as Ctrl-C does: Tune saves its experiment state once more, the running
-    trials' MLflow runs end KILLED, and the summary says how to ``--resume``. Without it Ray's
-    own handler ended the driver at once, leaving every run RUNNING in MLflow."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous is None:  # a handler installed outside Python (Ray's): the default instead
-        previous = signal.SIG_DFL
-
-    def interrupt(signum: int, frame: Any) -> None:
-        print("SIGTERM received: stopping the search as Ctrl-C does (send it again to stop at "
-              "once)", file=sys.stderr, flush=True)
-        signal.signal(signal.SIGTERM, previous)
-        signal.raise_signal(signal.SIGINT)
-
-    signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        if signal.getsignal(signal.SIGTERM) is interrupt:
-            signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager

@@ -78,12 +78,21 @@ def best_checkpoint(result: Any, metric: str, mode: str) -> Any:
         return result.checkpoint
     df = result.metrics_dataframe
     if df is not None and "checkpoint_path" in df and metric in df:
-        rows = df.dropna(subset=["checkpoint_path", metric])
-        if len(rows):
-            from ray.train import Checkpoint
+        import pyarrow.fs
+        from ray.train import Checkpoint
 
-            best = rows[metric].idxmax() if mode == "max" else rows[metric].idxmin()
-            return Checkpoint(str(rows.loc[best, "checkpoint_path"]), filesystem=result.filesystem)
+        rows = df.dropna(subset=["checkpoint_path", metric])
+        # best first, the earlier epoch first among equals; one Ray has since removed (it
+        # keeps two per trial) is passed over for the next best that is still there
+        ranked = rows.sort_values(metric, ascending=mode != "max", kind="stable")
+        for path in ranked["checkpoint_path"].astype(str):
+            checkpoint = Checkpoint(path, filesystem=result.filesystem)
+            try:
+                info = checkpoint.filesystem.get_file_info(checkpoint.path)
+            except Exception:  # noqa: BLE001 - storage unreachable: let the reader say so
+                return checkpoint
+            if info.type != pyarrow.fs.FileType.NotFound:
+                return checkpoint
     return None
 
 

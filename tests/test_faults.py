@@ -241,6 +241,9 @@ def test_ctrl_c_leaves_no_run_running_and_resume_finishes(tmp_path, stop):
                 break
             time.sleep(0.2)
         driver.send_signal(stop)
+        if stop == signal.SIGTERM:  # as a batch system and its job script both send it
+            time.sleep(0.5)
+            driver.send_signal(stop)
         out, err = driver.communicate(timeout=120)
     finally:
         if driver.poll() is None:
@@ -265,6 +268,39 @@ def test_ctrl_c_leaves_no_run_running_and_resume_finishes(tmp_path, stop):
     assert not list((storage / "ctrlc").glob("trial_*/events.out.tfevents*"))
 
 
+def test_sigterm_stops_train_and_marks_its_run_killed(tmp_path):
+    """``train`` under a batch system: SIGTERM ends it as Ctrl-C does, its run KILLED (it was
+    left RUNNING), exit code 130."""
+    import yaml
+
+    from search_spaces import registry
+
+    config = tmp_path / "seed.yaml"
+    config.write_text(yaml.safe_dump({"space": "resnet1d",
+                                      "config": dict(registry()["resnet1d"].seed_config)}))
+    db = tmp_path / "mlflow.db"
+    driver = subprocess.Popen([sys.executable, str(REPO / "launch.py"), "train", "--config",
+                               str(config), "--max-epochs", "200", "--samples", "200",
+                               "--mlflow-uri", f"sqlite:///{db}", "--experiment", "stopped"],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        assert driver.stdout is not None
+        for line in driver.stdout:  # the first epoch is done
+            if line.startswith("epoch 1/"):
+                break
+        driver.send_signal(signal.SIGTERM)
+        out, err = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            kill_tree(driver.pid)
+    assert driver.returncode == 130, err[-2000:]
+    assert "SIGTERM received: stopping training" in err and "marked KILLED" in err
+    client = MlflowClient(f"sqlite:///{db}")
+    [run] = client.search_runs([client.get_experiment_by_name("stopped").experiment_id])
+    assert run.info.status == "KILLED"
+
+
 def test_damaged_state_gives_a_way_forward(tmp_path):
     storage = tmp_path / "ray"
     path = state_path(storage, "broken")
@@ -285,9 +321,9 @@ def test_resume_refuses_a_tune_state_ray_cannot_restore_and_keeps_every_run(tmp_
 
     db, storage = tmp_path / "mlflow.db", tmp_path / "ray"
     common = ["--experiment", "kept", "--mlflow-uri", f"sqlite:///{db}", "--storage", str(storage)]
-    result = run_cli("--trials", "2", "--max-epochs", "1", "--samples", "60", *common, cwd=tmp_path)
+    result = run_cli("--trials", "1", "--max-epochs", "1", "--samples", "60", *common, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    client, [parent], children = children_of(db, "kept")
+    client = children_of(db, "kept")[0]
 
     def every_run():
         experiment = client.get_experiment_by_name("kept").experiment_id
@@ -295,7 +331,7 @@ def test_resume_refuses_a_tune_state_ray_cannot_restore_and_keeps_every_run(tmp_
                       for r in client.search_runs([experiment], run_view_type=ViewType.ALL))
 
     runs_before = every_run()
-    assert len(runs_before) == 3 and {r[1] for r in runs_before} == {"FINISHED"}
+    assert len(runs_before) == 2 and {r[1] for r in runs_before} == {"FINISHED"}
     trial_dirs = sorted(p.name for p in (storage / "kept").glob("trial_*"))
     [tune_state] = (storage / "kept").glob("experiment_state-*.json")
     whole = tune_state.read_text()

@@ -214,8 +214,45 @@ def test_multi_worker_search_on_s3_storage_resumes_with_every_epoch(s3_storage, 
     # the best checkpoint came back from S3: on the parent run, with its model, and named by
     # a URI a user can open
     parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
-    assert "best_checkpoint.pt" in [a.path for a in client.list_artifacts(parent.info.run_id)]
+    assert "best_checkpoint.pt" in [a.path for a in client.list_artifacts(parent.info.run_id)], \
+        result.stdout[-3000:]
     assert parent.data.tags.get("model_uri"), parent.data.tags
     line = next(x for x in result.stdout.splitlines() if x.startswith("best checkpoint:"))
     assert line.split(": ", 1)[1].strip().startswith("s3://scitune/searches/cloud_train/"), line
 
+
+
+@pytest.mark.parametrize("mode, values, removed, expected", [
+    ("max", [0.5, 0.5, 0.4, 0.3], [], 1),  # the earlier of equal bests
+    ("max", [0.5, 0.5, 0.4, 0.3], [1], 2),  # Ray removed it: the next best still there
+    ("max", [0.2, 0.2, 0.2, 0.2], [1, 2], 3),  # a flat curve, the early checkpoints removed
+    ("min", [0.3, 0.1, 0.2, 0.4], [2, 3], 1),
+    ("min", [0.3, 0.1, 0.2, 0.4], [1, 2, 3, 4], None),
+])
+def test_best_checkpoint_of_a_multi_worker_trial_is_one_that_exists(tmp_path, mode, values,
+                                                                    removed, expected):
+    """A multi-worker trial's checkpoints are listed in its results (``checkpoint_path``);
+    Ray keeps only some of them. The best one still on the storage is taken (the earliest
+    best was taken even when removed, and the search's best model was lost)."""
+    import shutil
+
+    import pandas as pd
+    from ray.tune import Result
+
+    from search.summary import best_checkpoint
+
+    folders = [tmp_path / f"checkpoint_{epoch}" for epoch in range(1, len(values) + 1)]
+    for folder in folders:
+        folder.mkdir()
+        (folder / "checkpoint.pt").write_bytes(b"x")
+    for epoch in removed:
+        shutil.rmtree(folders[epoch - 1])
+    frame = pd.DataFrame({"epoch": range(1, len(values) + 1), "val_top1": values,
+                          "checkpoint_path": [str(f) for f in folders]})
+    result = Result(metrics=frame.iloc[-1].to_dict(), checkpoint=None, error=None,
+                    path=str(tmp_path), metrics_dataframe=frame, best_checkpoints=[])
+    chosen = best_checkpoint(result, "val_top1", mode)
+    if expected is None:
+        assert chosen is None
+    else:
+        assert chosen is not None and chosen.path == str(folders[expected - 1])
