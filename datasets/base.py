@@ -63,7 +63,7 @@ class DataSplits:
     def batch(self, key: str, idx: np.ndarray, config: Mapping[str, Any] | None = None
               ) -> np.ndarray:
         """Rows ``idx`` (sorted) of ``arrays[key]`` as model input."""
-        rows = np.asarray(self.arrays[key][idx])
+        rows = native_byte_order(np.asarray(self.arrays[key][idx]))
         transform = self.transforms.get(key)
         return rows if transform is None else transform(rows, config or {})
 
@@ -284,7 +284,7 @@ def open_h5(path: str):
     truncated or damaged one, raises :class:`DataError`."""
     check_hdf5_file(path)
     try:
-        return read_h5(path)
+        f = read_h5(path)
     except OSError as exc:
         if "unable to lock file" in str(exc):
             raise DataError(f"--data {path}: another process has the file open for writing; "
@@ -293,6 +293,68 @@ def open_h5(path: str):
             f"--data {path}: HDF5 file is damaged or truncated ({str(exc).splitlines()[0]}); "
             "re-create or re-copy it"
         ) from None
+    try:
+        check_links(f, path)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def check_links(f: Any, path: str) -> None:
+    """Raise :class:`DataError` if a soft or external link among the file's top-level members
+    (where every schema keeps its arrays) does not resolve: a dangling link, or an external
+    file that is missing or unreadable, which h5py reports only when the member is first
+    read, as a bare ``KeyError``. Linked datasets are checked as :func:`check_storage` does."""
+    import h5py
+    from h5py import h5l
+
+    linked: list[str] = []
+
+    def note(name: bytes, info: Any) -> None:
+        if info.type != h5l.TYPE_HARD:
+            linked.append(name.decode("utf-8", "replace"))
+
+    f.id.links.iterate(note, info=True)  # names first: no exception may cross HDF5's C loop
+    for name in linked:
+        link = f.get(name, getlink=True)
+        try:
+            member = f[name]
+        except (KeyError, OSError) as exc:
+            reason = str(exc).strip("'\"").splitlines()[0]
+            if isinstance(link, h5py.ExternalLink):
+                target = f"an external link to {link.path} in {link.filename}"
+                fix = "put that file where the link points, or copy the data into this file"
+            else:
+                target = f"a soft link to {getattr(link, 'path', '?')}"
+                fix = "fix the link or store the data under that name"
+            raise DataError(f"--data {path}: '{name}' is {target}, which cannot be opened "
+                            f"({reason}); {fix}") from None
+        if isinstance(member, h5py.Dataset):
+            check_storage(member, name, path)
+
+
+def check_storage(ds: Any, key: str, path: str) -> None:
+    """Raise :class:`DataError` if dataset ``ds`` cannot be read the same way in a trial: a
+    virtual dataset whose source file is missing (HDF5 would read its part as fill values,
+    silently), or numbers kept in external raw files (HDF5 looks for those from the working
+    folder, which a trial changes)."""
+    if ds.external:
+        files = ", ".join(sorted({str(entry[0]) for entry in ds.external}))
+        raise DataError(f"--data {path}: dataset '{key}' keeps its numbers in external raw "
+                        f"files ({files}); store the array in the HDF5 file itself")
+    if not ds.is_virtual:
+        return
+    here = os.path.dirname(os.path.abspath(ds.file.filename))
+    for source in ds.virtual_sources():
+        if source.file_name in (".", ds.file.filename):
+            continue
+        if not any(os.path.isfile(c) for c in (source.file_name,
+                                                os.path.join(here, source.file_name))):
+            raise DataError(
+                f"--data {path}: virtual dataset '{key}' maps {source.file_name}, which does "
+                "not exist (HDF5 would read zeros there); put the file beside this one or "
+                "repack the data into one file")
 
 
 def require_dataset(f: Any, key: str, path: str, *, ndim: int | None = None,
@@ -309,6 +371,7 @@ def require_dataset(f: Any, key: str, path: str, *, ndim: int | None = None,
             " see README 'Data' for the schema"
         )
     ds = f[key]
+    check_storage(ds, key, path)
     if ndim is not None and ds.ndim != ndim:
         raise DataError(
             f"--data {path}: dataset '{key}' has shape {ds.shape}, expected {ndim} dimensions"
@@ -343,6 +406,19 @@ def memmap_dataset(path: str, key: str) -> np.ndarray:
     with read_h5(path) as f:
         ds = f[key]
         offset = ds.id.get_offset()
-        if ds.chunks is None and ds.compression is None and offset is not None:
-            return np.memmap(path, dtype=ds.dtype, mode="r", offset=offset, shape=ds.shape)
-        return ds[()]
+        # an external link's dataset lives in another file: map that file, at its offset
+        where = ds.file.filename
+        if ds.chunks is None and ds.compression is None and offset is not None \
+                and os.path.isfile(where):
+            return native_byte_order(np.memmap(where, dtype=ds.dtype, mode="r", offset=offset,
+                                               shape=ds.shape))
+        return native_byte_order(ds[()])
+
+
+def native_byte_order(array: np.ndarray) -> np.ndarray:
+    """``array`` itself when its numbers are in this machine's byte order, else a converted
+    copy: torch refuses big-endian arrays, which some instruments and Java/IDL writers store.
+    A memory map stays a map (converted batch by batch in :meth:`DataSplits.batch`)."""
+    if array.dtype.isnative or isinstance(array, np.memmap):
+        return array
+    return array.astype(array.dtype.newbyteorder("="))

@@ -40,6 +40,16 @@ def make_inputs(root: Path) -> dict[str, Path]:
         "mismatch": write_h5(root / "mismatch.h5", good_x, good_y[:-5]),
     }
     files["text"].write_text("patterns,labels\n1,2\n")
+    with h5py.File(root / "master.h5", "w") as f:  # a detector's master file, its data gone
+        f["patterns"] = h5py.ExternalLink("data_000001.h5", "/entry/data")
+        f["labels"] = good_y
+    files["dangling_link"] = root / "master.h5"
+    layout = h5py.VirtualLayout(shape=good_x.shape, dtype=good_x.dtype)
+    layout[:] = h5py.VirtualSource("run_0007.h5", "patterns", shape=good_x.shape)
+    with h5py.File(root / "virtual.h5", "w") as f:
+        f.create_virtual_dataset("patterns", layout)
+        f["labels"] = good_y
+    files["virtual_missing"] = root / "virtual.h5"
     files["bad_prior"] = root / "prior.yaml"
     files["bad_prior"].write_text("config: [lr\n")
     files["binary"] = root / "binary.yaml"
@@ -70,6 +80,12 @@ ROWS = {
     "wrong rank": (["--data", "{wrong_rank}"], "expected 2 dimensions"),
     "non-numeric dtype": (["--data", "{strings}"], "non-numeric dtype"),
     "NaN or inf": (["--data", "{nan}"], "NaN or inf"),
+    "external link to a missing file": (["--data", "{dangling_link}"],
+                                        "'patterns' is an external link to /entry/data in "
+                                        "data_000001.h5, which cannot be opened"),
+    "virtual dataset with a missing source": (["--data", "{virtual_missing}"],
+                                              "virtual dataset 'patterns' maps run_0007.h5, "
+                                              "which does not exist"),
     "labels out of range": (["--data", "{labels_range}"], "outside 0..13"),
     "zero samples": (["--data", "{empty}"], "zero samples"),
     "mismatched lengths": (["--data", "{mismatch}"], "must match"),

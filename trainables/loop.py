@@ -198,6 +198,8 @@ def to_device(block: np.ndarray, device: torch.device,
               dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A numpy batch as a tensor on ``device`` (through pinned memory and a non-blocking copy
     when the device is a GPU)."""
+    if not block.dtype.isnative:  # big-endian data: torch takes native byte order only
+        block = block.astype(block.dtype.newbyteorder("="))
     tensor = torch.from_numpy(np.ascontiguousarray(block))
     if tensor.dtype != dtype:
         tensor = tensor.to(dtype)
