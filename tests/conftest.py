@@ -62,7 +62,6 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600,
     asked for every thread's stack (SIGUSR2, see cli.main) before it and its Ray processes
     are killed, and the failure shows where it stood. ``env`` adds to this process's
     environment; a None value removes that variable."""
-    import signal
 
     full_env = dict(os.environ)
     for key, value in (env or {}).items():
@@ -76,15 +75,24 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600,
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGUSR2)
-        time.sleep(2)
-        state = "still running" if proc.poll() is None else f"exited {proc.returncode}"
-        kill_tree(proc.pid)
-        stdout, stderr = proc.communicate()
-        raise AssertionError(f"launch.py {' '.join(args)} ran over {timeout:.0f} s ({state} "
-                             f"after the stack dump); its output ends:\n{stdout[-2000:]}\n"
-                             f"and its threads stood at:\n{stderr[-8000:]}") from None
+        raise AssertionError(stack_dump_then_kill(proc, args, f"ran over {timeout:.0f} s")
+                             ) from None
     return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
+def stack_dump_then_kill(proc: subprocess.Popen, args: tuple[str, ...] | list[str],
+                         why: str) -> str:
+    """Ask a running ``launch.py`` (stdout and stderr piped) for every thread's stack
+    (SIGUSR2, see cli.main), kill it and its Ray processes, and return what it printed."""
+    import signal
+
+    proc.send_signal(signal.SIGUSR2)
+    time.sleep(2)
+    state = "still running" if proc.poll() is None else f"exited {proc.returncode}"
+    kill_tree(proc.pid)
+    stdout, stderr = proc.communicate()
+    return (f"launch.py {' '.join(args)} {why} ({state} after the stack dump); its output "
+            f"ends:\n{stdout[-2000:]}\nand its threads stood at:\n{stderr[-8000:]}")
 
 
 def free_port() -> int:
