@@ -132,3 +132,61 @@ def test_schedulers_count_epochs_not_results():
     for name in ("asha", "hyperband", "median"):
         scheduler = make_scheduler(name, 9, 1, searcher)
         assert scheduler._time_attr == TIME_ATTR == "epoch", name
+
+
+def test_the_journal_keeps_an_enqueued_configuration_outside_the_space(tmp_path, capsys):
+    """The seed configuration is evaluated first, also where it lies outside the ranges its
+    space samples from (``resnet1d``: its last stage strides 3, the space at most 2 there).
+    Optuna samples with it but refused to store it, so the mirror broke at the seed and
+    every ``resnet1d`` search's journal (optuna-dashboard) stayed empty."""
+    import optuna
+
+    from datasets import DataInfo
+    from search_spaces import registry
+    from tracking.optuna_store import StudyMirror, load_study
+
+    space = registry()["resnet1d"]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.enqueue_trial(dict(space.seed_config))
+    trial = study.ask()
+    space.suggest(trial, DataInfo(input_shape=(1, 1024), num_classes=14))
+    assert trial.params["stages/3/stride"] == space.seed_config["stages/3/stride"]
+    outside = [name for name, dist in trial.distributions.items()
+               if not dist._contains(dist.to_internal_repr(trial.params[name]))]
+    assert outside, "the seed lies inside the space: this test no longer tests anything"
+    mirror = StudyMirror(tmp_path / "optuna.log", "exp", "max")
+    mirror.started("seed", trial.params, trial.distributions)
+    mirror.reported("seed", 1, 0.5)
+    mirror.finished("seed", optuna.trial.TrialState.COMPLETE, 0.5)
+    stored = load_study(tmp_path, "exp").trials
+    assert "Optuna journal" not in capsys.readouterr().err
+    assert len(stored) == 1 and stored[0].params == trial.params
+    assert stored[0].state.name == "COMPLETE" and stored[0].intermediate_values == {1: 0.5}
+
+
+def test_a_widened_distribution_holds_the_value():
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    from tracking.optuna_store import containing
+
+    def holds(distribution, value) -> bool:
+        try:
+            return distribution._contains(distribution.to_internal_repr(value))
+        except ValueError:
+            return False
+
+    inside = FloatDistribution(0.0, 1.0)
+    assert containing(inside, 0.5) is inside
+    for before, value in [(IntDistribution(1, 2), 3), (IntDistribution(3, 25, step=2), 4),
+                          (IntDistribution(1, 8, log=True), 0),
+                          (FloatDistribution(1e-4, 3e-3, log=True), 0.5),
+                          (FloatDistribution(0.0, 0.3, step=0.1), 0.35),
+                          (CategoricalDistribution((32, 64)), 128)]:
+        assert not holds(before, value)
+        after = containing(before, value)
+        assert holds(after, value), (before, value, after)
+        assert type(after) is type(before)

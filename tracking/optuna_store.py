@@ -60,6 +60,38 @@ def load_study(storage: str | os.PathLike[str], experiment: str):
         raise KeyError(f"no study {experiment!r} in {path}") from None
 
 
+def containing(distribution: Any, value: Any) -> Any:
+    """``distribution`` widened to hold ``value``, which an enqueued configuration (the
+    seed's, a prior's, a warm start's) may place outside the range its space suggests from:
+    Optuna samples with it, but refuses to store a trial whose value lies outside its
+    distribution (every ``resnet1d`` search lost its journal at the seed: ``stages/3/stride``
+    is 3 there, where the space strides at most 2)."""
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    try:
+        if distribution._contains(distribution.to_internal_repr(value)):
+            return distribution
+    except (TypeError, ValueError):
+        pass
+    if isinstance(distribution, CategoricalDistribution):
+        return CategoricalDistribution([*distribution.choices, value])
+    if isinstance(distribution, IntDistribution | FloatDistribution) and \
+            isinstance(value, int | float) and not isinstance(value, bool):
+        low, high = min(distribution.low, value), max(distribution.high, value)
+        log = distribution.log and low > 0
+        step = distribution.step
+        if step is not None and ((value - distribution.low) / step) % 1 != 0:
+            step = 1 if isinstance(distribution, IntDistribution) else None
+        if isinstance(distribution, IntDistribution):
+            return IntDistribution(int(low), int(high), log=log, step=1 if log else step or 1)
+        return FloatDistribution(low, high, log=log, step=None if log else step)
+    return distribution
+
+
 class StudyMirror:
     """Writes one search's trials into a persistent Optuna study (see the module doc).
 
@@ -126,6 +158,8 @@ class StudyMirror:
         storage, study_id = self._open()
         if ray_trial_id in self._ids:
             return
+        distributions = {name: containing(dist, params[name]) if name in params else dist
+                         for name, dist in distributions.items()}
         template = optuna.trial.create_trial(
             state=optuna.trial.TrialState.RUNNING, params=params, distributions=distributions,
             user_attrs={RAY_TRIAL_ATTR: ray_trial_id})
