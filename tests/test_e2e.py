@@ -70,6 +70,14 @@ def test_search_end_to_end(tmp_path):
     assert len(trial_dirs) == 4 and all((d / "result.json").stat().st_size > 0 for d in trial_dirs)
     assert not list((tmp_path / "ray" / "e2e").glob("trial_*/progress.csv"))
     assert not list((tmp_path / "ray" / "e2e").glob("trial_*/events.out.tfevents*"))
+    # the Optuna journal (optuna-dashboard) holds every trial, the seed's included
+    from tracking.optuna_store import load_study
+
+    assert "warning:" not in result.stderr, result.stderr[-2000:]
+    study = load_study(tmp_path / "ray", "e2e")
+    assert len(study.trials) == 4 and all(t.intermediate_values for t in study.trials)
+    assert any(t.params.get("stages/3/stride") == 3 and t.params.get("first_kernel_size") == 13
+               for t in study.trials), "the seed configuration must be in the journal"
 
 
 

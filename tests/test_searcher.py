@@ -136,9 +136,9 @@ def test_schedulers_count_epochs_not_results():
 
 def test_the_journal_keeps_an_enqueued_configuration_outside_the_space(tmp_path, capsys):
     """The seed configuration is evaluated first, also where it lies outside the ranges its
-    space samples from (``resnet1d``: its last stage strides 3, the space at most 2 there).
-    Optuna samples with it but refused to store it, so the mirror broke at the seed and
-    every ``resnet1d`` search's journal (optuna-dashboard) stayed empty."""
+    space samples from (``resnet1d`` on 1024-point patterns: its last stage strides 3, the
+    space at most 2 there). Optuna samples with it but refused to store it, so the mirror
+    broke at the seed and the search's journal (optuna-dashboard) stayed empty."""
     import optuna
 
     from datasets import DataInfo

@@ -64,8 +64,8 @@ def containing(distribution: Any, value: Any) -> Any:
     """``distribution`` widened to hold ``value``, which an enqueued configuration (the
     seed's, a prior's, a warm start's) may place outside the range its space suggests from:
     Optuna samples with it, but refuses to store a trial whose value lies outside its
-    distribution (every ``resnet1d`` search lost its journal at the seed: ``stages/3/stride``
-    is 3 there, where the space strides at most 2)."""
+    distribution (a ``resnet1d`` search of 1024-point patterns lost its journal at the seed:
+    ``stages/3/stride`` is 3 there, where the space strides at most 2)."""
     from optuna.distributions import (
         CategoricalDistribution,
         FloatDistribution,
