@@ -686,12 +686,11 @@ def load_report(storage: str, experiment: str, tracking_uri: str | None = None
 
 def run(args: argparse.Namespace) -> int:
     """The ``report`` sub-command; returns the exit code. (flags parsed by :mod:`cli.report`)."""
-    from common.paths import check_writable_dir
+    from common.paths import check_experiment_name, check_writable_dir
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     name = args.experiment
-    if not name.strip() or "/" in name or name in (".", ".."):
-        raise BadInput(f"--experiment {name!r}: use a plain name without '/'")
+    check_experiment_name(name)
     storage = str(Path(args.storage).absolute())
     out = Path(args.out).absolute() if args.out else Path.cwd() / "reports" / name
     check_writable_dir(out, "--out")

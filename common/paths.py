@@ -14,6 +14,26 @@ def is_uri(path: str | None) -> bool:
     return bool(path) and "://" in str(path) and not str(path).startswith("file://")
 
 
+#: Longest experiment name in UTF-8 bytes: it names a folder (255 bytes at most on common file
+#: systems), and temporary files beside it add a suffix.
+MAX_NAME_BYTES = 200
+
+
+def check_experiment_name(name: str) -> None:
+    """Raise :class:`BadInput` unless ``name`` can name an experiment's folder and records:
+    not blank, no '/', not '.' or '..', no control characters, at most
+    :data:`MAX_NAME_BYTES` bytes."""
+    if not name.strip() or "/" in name or name in (".", ".."):
+        raise BadInput(f"--experiment {name!r}: use a plain, non-blank name without '/'")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise BadInput(f"--experiment {name!r}: a control character in the name; use "
+                       "printable characters")
+    size = len(name.encode("utf-8", "surrogateescape"))
+    if size > MAX_NAME_BYTES:
+        raise BadInput(f"--experiment {name[:40]!r}...: {size} bytes long, longer than a "
+                       f"folder name may safely be; shorten it to at most {MAX_NAME_BYTES}")
+
+
 def current_umask() -> int:
     """The process's file-creation mask (read by setting it and putting it back)."""
     mask = os.umask(0o022)

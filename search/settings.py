@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import BadInput
-from common.paths import is_uri
+from common.paths import check_experiment_name, is_uri
 from common.seeds import check_seed
 
 SEARCHERS = ("tpe", "random", "qmc", "gp", "cmaes")
@@ -100,9 +100,8 @@ class SearchSettings:
             raise BadInput("--gpus-per-trial above 1 must be a whole number")
         if s.resume and not s.experiment:
             raise BadInput("--resume needs --experiment NAME (the experiment to continue)")
-        if s.experiment is not None and (not s.experiment.strip() or "/" in s.experiment
-                                         or s.experiment in (".", "..")):
-            raise BadInput(f"--experiment {s.experiment!r}: use a plain name without '/'")
+        if s.experiment is not None:
+            check_experiment_name(s.experiment)
         s.storage_given = s.storage_given or s.storage is not None
         if is_uri(s.storage):
             try:

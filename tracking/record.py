@@ -148,8 +148,10 @@ class SearchRecord:
         ``state.json`` only: MLflow is reached on first use, so cheap checks come first.
         ``tracking_uri`` overrides the MLflow store the search recorded (``--mlflow-uri``:
         the same server reached by another address, or a copied store)."""
+        from common.paths import check_experiment_name
         from tracking.state import ExperimentState, state_path
 
+        check_experiment_name(name)
         path = state_path(storage, name)
         if not path.exists():
             raise BadInput(f"no experiment {name!r} in {storage}; check --experiment and "
