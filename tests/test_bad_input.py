@@ -114,6 +114,10 @@ ROWS = {
     "a SQLite --mlflow-uri that is not MLflow's": (["--mlflow-uri", "sqlite:///{other_db}"],
                                                    "a SQLite database that is not an MLflow "
                                                    "store (tables: samples)"),
+    "a MySQL --mlflow-uri MLflow cannot use": (["--mlflow-uri",
+                                                "mysql+pymysql://me:s3cret@127.0.0.1:9/mlflow"],
+                                               "mysql+pymysql://me:***@127.0.0.1:9/mlflow: "
+                                               "MLflow cannot use this store"),
     "missing --prior file": (["--prior", "{root}/absent.yaml"], "no such file"),
     "--prior not YAML": (["--prior", "{bad_prior}"], "not valid YAML"),
     "--prior not text": (["--prior", "{binary}"], "not a text (UTF-8) file"),

@@ -83,3 +83,20 @@ def test_a_database_password_is_never_printed():
     assert shown_uri("postgresql+psycopg2://me:secret@host/db") == "postgresql+psycopg2://me:***@host/db"
     for uri in ("postgresql://me@host/db", "http://127.0.0.1:5000", "sqlite:////tmp/x@y:z/m.db"):
         assert shown_uri(uri) == uri
+
+
+@pytest.mark.parametrize("uri", ["mysql+pymysql://me:s3cret@127.0.0.1:9/mlflow", "databricks"])
+def test_a_store_mlflow_cannot_use_is_one_line_before_any_work(uri, monkeypatch):
+    """MySQL without its driver (or with the server down) and Databricks without credentials
+    gave a traceback after Ray's folder was made; now the store is asked first."""
+    from common.errors import BadInput
+    from tracking.store import resolve_mlflow_uri
+
+    for name in ("DATABRICKS_HOST", "DATABRICKS_TOKEN", "DATABRICKS_CONFIG_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", "/nonexistent/databrickscfg")
+    with pytest.raises(BadInput) as refused:
+        resolve_mlflow_uri(uri)
+    message = str(refused.value)
+    assert "MLflow cannot use this store" in message and "\n" not in message, message
+    assert "s3cret" not in message

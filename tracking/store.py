@@ -54,8 +54,36 @@ def resolve_mlflow_uri(uri: str | None) -> str:
     if uri.startswith("postgresql"):
         return _checked_postgresql_uri(uri)
     if uri.startswith(("mysql", "databricks")):
-        return uri
+        return _checked_other_store(uri)
     raise BadInput(f"--mlflow-uri {uri}: use sqlite:////abs/path.db or http://host:port")
+
+
+def _checked_other_store(uri: str) -> str:
+    """A MySQL or Databricks store is asked for one experiment before any work: a missing
+    driver, a wrong password or absent credentials is then one line, not a traceback after
+    Ray's folder was made."""
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    shown = shown_uri(uri)
+    credentials, at, _ = uri.partition("://")[2].rpartition("@")
+    password = credentials.partition(":")[2] if at else ""
+    quiet = logging.getLogger("mlflow")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its own warnings would say the same at length
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - drivers, SDKs and servers raise many types
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        if password:
+            reason = reason.replace(password, "***")
+        raise BadInput(f"--mlflow-uri {shown}: MLflow cannot use this store "
+                       f"({type(exc).__name__}: {reason}); check its address, driver and "
+                       "credentials") from None
+    finally:
+        quiet.setLevel(level)
+    return uri
 
 
 def check_sqlite_store(db: Path, uri: str) -> None:
