@@ -64,9 +64,9 @@ def seed_int(text: str) -> int:
 
 
 def key_value(text: str) -> tuple[str, str]:
-    if "=" not in text:
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip():
         raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
-    key, value = text.split("=", 1)
     return key.strip(), value.strip()
 
 

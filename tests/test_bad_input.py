@@ -96,6 +96,8 @@ ROWS = {
                                               "a control character in the name"),
     "trials 0": (["--trials", "0"], "--trials: 0 must be > 0"),
     "trials negative": (["--trials", "-3"], "--trials: -3 must be > 0"),
+    "--data-option without a key": (["--data-option", "=crystal_system"],
+                                    "argument --data-option: '=crystal_system' is not KEY=VALUE"),
     "negative --seed": (["--seed", "-1"], "--seed: -1 must be from 0 to 4294967295"),
     "--seed above 2**32-1": (["--seed", "4294967296"], "must be from 0 to 4294967295"),
     "negative CPUs": (["--cpus-per-trial", "-1"], "--cpus-per-trial: -1 must be"),
