@@ -17,7 +17,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from common.errors import BadInput
+from common.errors import BadInput, OutOfSpace
 from search.settings import PRECISIONS, PRUNED_TRIALS, SCHEDULERS, SEARCHERS, SearchSettings
 
 #: ``launch.py <sub-command> ...``: module whose ``run(argv) -> int`` handles it
@@ -270,6 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BadInput as exc:  # DataError and UnknownSpaceError are BadInput too
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OutOfSpace as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: continue later with --resume --experiment NAME", file=sys.stderr)
         return 130

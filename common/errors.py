@@ -17,3 +17,23 @@ class UnknownSpaceError(BadInput, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0])
+
+
+class OutOfSpace(Exception):
+    """A write failed because a disk or quota is full; printed as one line with the way to
+    continue, exit code 1 (the search's finished work is kept)."""
+
+
+
+def full_disk_error(exc: BaseException) -> OSError | None:
+    """The ``OSError`` of a full disk in ``exc`` or the exceptions it was raised from."""
+    import errno
+
+    wanted = {errno.ENOSPC, errno.EFBIG} | ({errno.EDQUOT} if hasattr(errno, "EDQUOT") else set())
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in wanted:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None

@@ -22,7 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from common.errors import BadInput
+from common.errors import BadInput, OutOfSpace, full_disk_error
 from common.paths import check_writable_dir, is_uri
 from common.signals import sigterm_as_interrupt
 from datasets import get_dataset
@@ -495,9 +495,17 @@ def run_search(settings: SearchSettings) -> SearchResult:
                 state = tracked.result()
         return _search(args, space, info, state, exp_dir, data_path, concurrency, dashboard,
                        knowledge)
-    except Exception:
+    except Exception as exc:
         if state is not None:  # no parent run is left RUNNING by a start that ended here
             _close_parent_left_running(state, parent_status_before)
+        full = full_disk_error(exc)
+        if full is not None:
+            where = f" ({full.filename})" if full.filename else ""
+            resume = (f"python launch.py --resume --experiment {args.experiment} --storage "
+                      f"{args.storage}") if state is not None else "the same command again"
+            raise OutOfSpace(f"{full.strerror or 'no space left on device'}{where}; free "
+                             f"space (or raise the quota) on the --storage, --mlflow-uri or "
+                             f"data cache disk, then continue with: {resume}") from exc
         raise
     finally:
         ray.shutdown()

@@ -430,3 +430,63 @@ def test_a_stuck_run_shows_where_it_stood(tmp_path):
         message[:3000]
     assert "Configuration for experiment" in message, "the signal came before Tune started"
     assert re.search(r"threads stood at:.*Thread 0x.*File \"", message, re.DOTALL), message
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 30 MB file system (tmpfs, needs root's mount), unmounted afterwards."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=30M", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here ({made.stderr.strip()[:100]})")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+@pytest.mark.slow  # ~90 s, and it needs root's mount: a real full disk
+def test_a_full_disk_is_one_line_and_resume_finishes_after_space_is_freed(tmp_path, small_disk):
+    """--storage on a disk that fills up during the search (checkpoints, Tune's state): the
+    search ended in a traceback, and a journal line cut short made the Optuna journal of
+    every search in that --storage unreadable. Now: one line naming the fix, exit 1, the
+    journal whole, and --resume finishes once there is space."""
+    from tracking.optuna_store import load_study
+
+    db, storage = tmp_path / "mlflow.db", small_disk / "ray"
+    result = run_cli("--trials", "6", "--max-epochs", "2", "--samples", "300", "--experiment",
+                     "full", "--mlflow-uri", f"sqlite:///{db}", "--storage", str(storage),
+                     cwd=tmp_path)
+    assert result.returncode == 1, (result.returncode, result.stderr[-3000:])
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: No space left on device") and \
+        f"continue with: python launch.py --resume --experiment full --storage {storage}" in last
+    client, parents, _ = children_of(db, "full")
+    assert parents[0].info.status != "RUNNING"
+    assert load_study(storage, "full").trials, "the journal must stay readable"
+    subprocess.run(["mount", "-o", "remount,size=300M", str(small_disk)], check=True)
+    result = run_cli("--resume", "--experiment", "full", "--storage", str(storage), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, parents, children = children_of(db, "full")
+    assert parents[0].info.status == "FINISHED"
+    assert sorted(r.info.status for r in children) == ["FINISHED"] * 6
+    assert len(load_study(storage, "full").trials) >= 6
+
+
+def test_a_full_disk_is_found_behind_the_errors_raised_from_it():
+    import errno
+
+    from common.errors import full_disk_error
+
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", "/x/state.json")
+        except OSError as exc:
+            raise RuntimeError("MLflow bookkeeping failed") from exc
+    except RuntimeError as outer:
+        assert full_disk_error(outer).filename == "/x/state.json"
+    assert full_disk_error(OSError(errno.EDQUOT, "Disk quota exceeded")) is not None
+    assert full_disk_error(OSError(errno.EACCES, "Permission denied")) is None
+    assert full_disk_error(ValueError("x")) is None

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from search.searcher import PlatformOptunaSearch
+from tests.conftest import REPO
 
 
 def space(trial):
@@ -190,3 +194,45 @@ def test_a_widened_distribution_holds_the_value():
         after = containing(before, value)
         assert holds(after, value), (before, value, after)
         assert type(after) is type(before)
+
+
+def test_a_write_cut_short_leaves_the_shared_journal_readable(tmp_path):
+    """A journal append cut short by the file system (disk full, a quota: here the process's
+    file-size limit, a real failed write) left a line without its end; the next append, by
+    any search in the same --storage, continued it, and every study in the file became
+    unreadable. Also a line torn by a kill mid-write is dropped before the next append."""
+    import optuna
+
+    from tracking.optuna_store import StudyMirror, load_study
+
+    journal = tmp_path / "optuna.log"
+    distribution = optuna.distributions.CategoricalDistribution(["x" * 50_000, "y"])
+    first = StudyMirror(journal, "first", "max")
+    first.started("a", {"c": "y"}, {"c": distribution})
+    first.finished("a", optuna.trial.TrialState.COMPLETE, 0.5)
+    writer = f"""
+import resource, signal, sys
+sys.path.insert(0, {str(REPO)!r})
+import optuna
+from tracking.optuna_store import StudyMirror
+mirror = StudyMirror({str(journal)!r}, "second", "max")
+mirror._open()  # the study exists; now only {journal.stat().st_size + 20_000} bytes may be
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, ({journal.stat().st_size} + 20_000,) * 2)
+dist = optuna.distributions.CategoricalDistribution(["x" * 50_000, "y"])
+mirror.started("b", {{"c": "y"}}, {{"c": dist}})  # a 50 kB line: the write fails part-way
+print("broken" if mirror._broken else "written")
+"""
+    result = subprocess.run([sys.executable, "-c", writer], capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.strip() == "broken", (result.stdout, result.stderr[-2000:])
+    assert "create trial failed" in result.stderr
+    assert journal.read_bytes().endswith(b"\n"), "a torn line was left in the journal"
+    first.started("c", {"c": "y"}, {"c": distribution})  # the next append, as before
+    assert [t.user_attrs["ray_trial_id"] for t in load_study(tmp_path, "first").trials] == \
+        ["a", "c"]
+    with journal.open("ab") as f:  # a kill in the middle of a write
+        f.write(b'{"op_code":4,"worker_id":"w","study_id":0,"datetime_st')
+    first.started("d", {"c": "y"}, {"c": distribution})
+    assert [t.user_attrs["ray_trial_id"] for t in load_study(tmp_path, "first").trials] == \
+        ["a", "c", "d"]

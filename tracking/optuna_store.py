@@ -41,8 +41,63 @@ def open_storage(path: str | os.PathLike[str]):
     import optuna
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    backend = optuna.storages.journal.JournalFileBackend(str(path))
-    return optuna.storages.JournalStorage(backend)
+    return optuna.storages.JournalStorage(_whole_line_backend()(str(path)))
+
+
+def _whole_line_backend() -> type:
+    """Optuna's ``JournalFileBackend`` whose appends leave whole lines only.
+
+    A write cut short (disk full, quota, a kill mid-write) left a line without its end; the
+    next append, by any search sharing the file, continued that line, and every study in the
+    file became unreadable (``JSONDecodeError``). Here, under the journal's own lock, a torn
+    tail is dropped before writing (Optuna never read it), and a failed write is cut back to
+    where it began."""
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.storages.journal._file import get_lock_file
+
+    class WholeLineJournalFileBackend(JournalFileBackend):
+        def append_logs(self, logs: list[dict[str, Any]]) -> None:
+            with get_lock_file(self._lock):
+                start = drop_torn_tail(self._file_path)
+                try:
+                    _write_lines(self, logs)
+                except BaseException:
+                    os.truncate(self._file_path, start)
+                    raise
+
+    def _write_lines(backend: Any, logs: list[dict[str, Any]]) -> None:  # Optuna's write
+        import json
+
+        data = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
+        with open(backend._file_path, "ab") as f:
+            f.write(data.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+
+    return WholeLineJournalFileBackend
+
+
+def drop_torn_tail(path: str | os.PathLike[str]) -> int:
+    """Cut a last line that has no end (an append cut short) off the file; return its size."""
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return size
+        keep = size
+        while keep > 0:  # back to the end of the last whole line
+            step = min(65536, keep)
+            f.seek(keep - step)
+            block = f.read(step)
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                keep = keep - step + cut + 1
+                break
+            keep -= step
+        f.truncate(keep)
+        return keep
 
 
 def load_study(storage: str | os.PathLike[str], experiment: str):
