@@ -94,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
     if space.kind != "classify":
         raise BadInput(f"blackout explains classifiers; {args.experiment!r} searched "
                        f"{space.name!r} ({space.kind})")
+    config = search.best_record()  # BadInput: not finished, or its MLflow store is gone
     try:
-        config = search.best_record()
         state = search.best_model_state()
     except BadInput:
         raise BadInput(f"experiment {args.experiment!r} has no best checkpoint yet; let the "

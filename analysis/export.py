@@ -31,29 +31,36 @@ def check_target(path: str | Path) -> Path:
     return path
 
 
-def export_finished(storage: str, experiment: str, path: str | Path) -> Path | None:
+def export_finished(storage: str, experiment: str, path: str | Path,
+                    tracking_uri: str | None = None) -> Path | None:
     """Write the best configuration of an existing search to ``path``; None when there is
-    no such search in ``storage`` (the caller then runs it)."""
+    no such search in ``storage`` (the caller then runs it). ``tracking_uri`` (``--mlflow-uri``)
+    names the search's MLflow store where it is no longer where the search recorded it."""
     if not state_path(storage, experiment).exists():
         return None
-    return write_best(storage, experiment, path)
+    if tracking_uri is not None:
+        from tracking.record import existing_store_uri
+
+        tracking_uri = existing_store_uri(tracking_uri)
+    return write_best(storage, experiment, path, tracking_uri)
 
 
-def write_best(storage: str, experiment: str, path: str | Path) -> Path:
+def write_best(storage: str, experiment: str, path: str | Path,
+               tracking_uri: str | None = None) -> Path:
     """Write the best configuration of ``experiment`` to ``path`` (atomically)."""
     import os
 
     import yaml
 
     path = check_target(path)
-    search = SearchRecord.load(storage, experiment)
+    search = SearchRecord.load(storage, experiment, tracking_uri)
     record = search.best_record()
     settings = search.settings
     metric = next((k for k in record if k not in ("space", "trial", "config")), None)
     doc = {
         "space": record["space"],
         "source": {"experiment": experiment, "trial": record.get("trial"),
-                   "tracking_uri": search.state.data["tracking_uri"],
+                   "tracking_uri": search.tracking_uri,
                    "parent_run_id": search.parent_run_id},
         "objective": {"metric": metric, "value": record.get(metric)},
         # a user's file by its absolute path (the search may have named it relative to its cwd)

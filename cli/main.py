@@ -17,7 +17,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from common.errors import BadInput, OutOfSpace
+from common.errors import BadInput, OutOfSpace, full_disk_error
 from search.settings import PRECISIONS, PRUNED_TRIALS, SCHEDULERS, SEARCHERS, SearchSettings
 
 #: ``launch.py <sub-command> ...``: module whose ``run(argv) -> int`` handles it
@@ -230,7 +230,8 @@ def search_command(args: argparse.Namespace) -> int:
     if args.export_best:
         check_target(args.export_best)
         if checked.experiment and not checked.resume:
-            written = export_finished(checked.storage, checked.experiment, args.export_best)
+            written = export_finished(checked.storage, checked.experiment, args.export_best,
+                                      args.mlflow_uri)
             if written is not None:  # a finished search: nothing is run
                 print(f"best configuration written to {written}")
                 return 0
@@ -270,8 +271,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BadInput as exc:  # DataError and UnknownSpaceError are BadInput too
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except OutOfSpace as exc:
+    except OutOfSpace as exc:  # a search: says how to resume it
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a full disk under any other command (train, convert, report)
+        full = full_disk_error(exc)
+        if full is None:
+            raise
+        where = f" ({full.filename})" if full.filename else ""
+        print(f"error: {full.strerror}{where}; free space (or raise the quota) there and run "
+              "the command again", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted: continue later with --resume --experiment NAME", file=sys.stderr)

@@ -26,7 +26,8 @@ class OutOfSpace(Exception):
 
 
 def full_disk_error(exc: BaseException) -> OSError | None:
-    """The ``OSError`` of a full disk in ``exc`` or the exceptions it was raised from."""
+    """The ``OSError`` of a full disk in ``exc`` or the exceptions it was raised from (also
+    SQLite's "database or disk is full", which carries no errno)."""
     import errno
 
     wanted = {errno.ENOSPC, errno.EFBIG} | ({errno.EDQUOT} if hasattr(errno, "EDQUOT") else set())
@@ -35,5 +36,7 @@ def full_disk_error(exc: BaseException) -> OSError | None:
         seen.add(id(exc))
         if isinstance(exc, OSError) and exc.errno in wanted:
             return exc
+        if "database or disk is full" in str(exc):  # SQLite's own words, no errno
+            return OSError(errno.ENOSPC, "SQLite: database or disk is full")
         exc = exc.__cause__ or exc.__context__
     return None

@@ -376,6 +376,11 @@ def run_search(settings: SearchSettings) -> SearchResult:
         tracking_uri = state.data["tracking_uri"]
         if tracking_uri.startswith(("http://", "https://", "postgresql")):
             tracking_uri = resolve_mlflow_uri(tracking_uri)  # reachable, the password found
+        elif tracking_uri.startswith("sqlite:///") and \
+                not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+            # MLflow would make an empty store there, and the search's runs would be missing
+            raise BadInput(f"--resume: the MLflow store of {args.experiment!r}, {tracking_uri}, "
+                           "does not exist (moved or deleted?); put it back there to resume")
         space = get_space(args.space)
         spec = get_dataset(space.dataset)
         data_path = prepare_data(space, args.data, args.samples, args.seed, args.data_option,

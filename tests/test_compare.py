@@ -110,6 +110,39 @@ def test_default_sqlite_store(searches, tmp_path: Path):
     assert not (tmp_path / "mlflow.db").exists()
 
 
+def test_a_moved_sqlite_store_is_named_and_never_recreated(searches, tmp_path: Path):
+    """The search's SQLite store is no longer where the search recorded it (moved, deleted):
+    every reader made an empty store there and then reported the search unfinished
+    ("no best configuration yet"), and --resume failed with a traceback."""
+    import json
+    import shutil
+
+    from tracking.state import state_path
+
+    storage = tmp_path / "ray_results"
+    shutil.copytree(searches.local_cwd / "ray_results", storage)
+    state_file = state_path(storage, "compare-local")
+    gone = tmp_path / "gone" / "mlflow.db"
+    gone.parent.mkdir()
+    state = json.loads(state_file.read_text())
+    state["tracking_uri"] = f"sqlite:///{gone}"  # where the search recorded its store
+    state_file.write_text(json.dumps(state))
+    common = ["--experiment", "compare-local", "--storage", str(storage)]
+    for command in (["--export-best", "best.yaml"], ["report"], ["--resume"]):
+        args = [*command[:1], *common, *command[1:]] if command[0] == "report" else \
+            [*common, *command]
+        result = run_cli(*args, cwd=tmp_path)
+        assert result.returncode == 2, (command, result.stderr[-2000:])
+        [line] = result.stderr.strip().splitlines()
+        assert f"sqlite:///{gone}, does not exist (moved or deleted?)" in line, line
+        assert not gone.exists() and not (tmp_path / "best.yaml").exists()
+    # the store where it is now, given with --mlflow-uri
+    real = f"sqlite:///{searches.local_cwd / 'mlflow.db'}"
+    result = run_cli(*common, "--export-best", "best.yaml", "--mlflow-uri", real, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"tracking_uri: {real}" in (tmp_path / "best.yaml").read_text()
+
+
 def test_the_search_vocabulary_names_the_searches_and_their_store(searches, tmp_path: Path):
     """--experiment and --storage mean what they mean to the search: the store is the one the
     searches in --storage recorded (no --mlflow-uri needed), and only their searches count."""

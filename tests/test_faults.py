@@ -490,3 +490,12 @@ def test_a_full_disk_is_found_behind_the_errors_raised_from_it():
     assert full_disk_error(OSError(errno.EDQUOT, "Disk quota exceeded")) is not None
     assert full_disk_error(OSError(errno.EACCES, "Permission denied")) is None
     assert full_disk_error(ValueError("x")) is None
+    import sqlite3
+
+    try:
+        try:
+            raise sqlite3.OperationalError("database or disk is full")
+        except sqlite3.Error as exc:
+            raise RuntimeError("(sqlite3.OperationalError) database or disk is full") from exc
+    except RuntimeError as outer:
+        assert full_disk_error(outer).errno == errno.ENOSPC

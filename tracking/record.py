@@ -203,6 +203,12 @@ class SearchRecord:
             from mlflow.tracking import MlflowClient
 
             uri = self._tracking_uri or ""
+            database = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
+            if database is not None and not Path(database).is_file():
+                # MLflow would create an empty store there, and report every run missing
+                raise BadInput(f"the MLflow store of {self.name!r}, {uri}, does not exist "
+                               "(moved or deleted?); give its new place with --mlflow-uri "
+                               "sqlite:////path/to/mlflow.db")
             if uri.startswith(("http://", "https://", "postgresql")):
                 from tracking.store import resolve_mlflow_uri
 
@@ -377,6 +383,8 @@ class SearchRecord:
         try:
             local = self.client.download_artifacts(self.parent_run_id, BEST_CONFIG)
             return json.loads(Path(local).read_text())
+        except BadInput:
+            raise
         except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
             raise BadInput(f"experiment {self.name!r} has no best configuration yet; let the "
                            "search finish (or --resume it) first") from None
@@ -389,6 +397,8 @@ class SearchRecord:
         """The best checkpoint file, downloaded (raises :class:`BadInput` when absent)."""
         try:
             return Path(self.client.download_artifacts(self.parent_run_id, BEST_CHECKPOINT))
+        except BadInput:
+            raise
         except Exception:  # noqa: BLE001 - as best_record
             raise BadInput(f"experiment {self.name!r} has no best checkpoint yet; let the "
                            "search finish (or --resume it) first") from None
