@@ -128,9 +128,13 @@ def validate(path: str) -> None:
         if n == 0:
             raise DataError(f"--data {path}: 'patterns' holds zero samples")
         if labels.shape[0] != n:
+            hint = ""
+            if length == labels.shape[0]:  # (L, N), as MATLAB and Fortran writers lay it out
+                hint = (f"; 'patterns' looks transposed, one pattern per column: store it as "
+                        f"({length}, {n}), one pattern per row (numpy: patterns.T)")
             raise DataError(
                 f"--data {path}: 'patterns' has {n} rows but 'labels' has {labels.shape[0]}; "
-                "they must match"
+                f"they must match{hint}"
             )
         if length < MIN_LENGTH:
             raise DataError(

@@ -73,6 +73,8 @@ BAD_FILES = {
                      "zero samples"),
     "mismatched lengths": ({"patterns": np.zeros((5, 128), np.float32),
                             "labels": np.zeros(4, int)}, "must match"),
+    "transposed": ({"patterns": np.zeros((128, 5), np.float32), "labels": np.zeros(5, int)},
+                   r"looks transposed, one pattern per column: store it as \(5, 128\)"),
     "too short": ({"patterns": np.zeros((5, 8), np.float32), "labels": np.zeros(5, int)},
                   "at least"),
 }
