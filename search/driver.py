@@ -30,7 +30,13 @@ from search.settings import SearchResult, SearchSettings
 from search.stages import check_space_fits_data, prepare_data
 from search_spaces import Space, get_space
 from tracking.record import same_config
-from tracking.state import ExperimentState, state_path
+from tracking.state import (
+    ExperimentState,
+    held_driver_locks,
+    hold_driver_lock,
+    release_driver_locks,
+    state_path,
+)
 from tracking.store import (
     RUN_KIND_TAG,
     STORAGE_TAG,
@@ -338,6 +344,14 @@ def _close_orphaned_parents(client: Any, experiment_id: str, tags: dict[str, str
 
 def run_search(settings: SearchSettings) -> SearchResult:
     """Run (or resume) one search (raises :class:`BadInput` for bad settings or data)."""
+    held = held_driver_locks()
+    try:
+        return _run_search(settings)
+    finally:  # the experiment's lock ends with its search (a notebook may run another)
+        release_driver_locks(keep=held)
+
+
+def _run_search(settings: SearchSettings) -> SearchResult:
     args = settings.checked()
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
     storage = args.storage
@@ -360,6 +374,7 @@ def run_search(settings: SearchSettings) -> SearchResult:
             state = ExperimentState.load(state_file)
         except ValueError as exc:
             raise BadInput(str(exc)) from None
+        hold_driver_lock(state_file, args.experiment)  # refused while its driver still runs
         from ray import tune
 
         if tune.Tuner.can_restore(exp_dir) and _has_tune_checkpoint(exp_dir):
@@ -563,6 +578,7 @@ def start_tracking(args: SearchSettings, space: Space, tracking_uri: str,
         "trials": {},
     })
     state.save()
+    hold_driver_lock(state.path, args.experiment)  # a --resume meanwhile is refused
     return state
 
 

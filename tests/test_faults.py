@@ -499,3 +499,39 @@ def test_a_full_disk_is_found_behind_the_errors_raised_from_it():
             raise RuntimeError("(sqlite3.OperationalError) database or disk is full") from exc
     except RuntimeError as outer:
         assert full_disk_error(outer).errno == errno.ENOSPC
+
+
+def test_a_resume_while_the_search_still_runs_is_refused(tmp_path):
+    """``--resume`` typed while the search's driver still runs (it looked stuck; a batch job
+    still running): the second driver ran the same experiment beside the first, replaced the
+    trials it had not yet saved and dropped their MLflow runs as orphans. It is refused now,
+    and the first driver finishes with each trial once."""
+    db, storage = tmp_path / "mlflow.db", tmp_path / "ray"
+    args = ["--space", "resnet1d", "--trials", "2", "--max-epochs", "1", "--samples", "300",
+            "--scheduler", "fifo", "--experiment", "twice", "--mlflow-uri", f"sqlite:///{db}",
+            "--storage", str(storage)]
+    driver = subprocess.Popen([sys.executable, str(REPO / "launch.py"), *args], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        path = state_path(storage, "twice")
+        deadline = time.time() + 240
+        while time.time() < deadline and driver.poll() is None and not path.exists():
+            time.sleep(0.1)
+        assert driver.poll() is None, "the search ended before the second driver started"
+        second = run_cli("--resume", "--experiment", "twice", "--storage", str(storage),
+                         cwd=tmp_path)
+        out, err = driver.communicate(timeout=300)
+    finally:
+        if driver.poll() is None:
+            kill_tree(driver.pid)
+    assert second.returncode == 2, (second.returncode, second.stderr[-2000:])
+    [line] = second.stderr.strip().splitlines()
+    assert "experiment 'twice' is being run by another driver right now" in line, line
+    assert driver.returncode == 0, err[-3000:]
+    client, parents, children = children_of(db, "twice")
+    assert [p.info.status for p in parents] == ["FINISHED"]
+    assert sorted(r.info.status for r in children) == ["FINISHED"] * 2
+    from tracking.state import hold_driver_lock, release_driver_locks
+
+    hold_driver_lock(path, "twice")  # the lock ended with its driver: a --resume may start
+    release_driver_locks()

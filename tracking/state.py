@@ -62,6 +62,47 @@ def write_json_atomic(path: str | os.PathLike[str], payload: dict[str, Any]) -> 
             os.unlink(previous)
 
 
+_HELD_LOCKS: dict[str, int] = {}  # folder -> the open descriptor that holds its lock
+
+
+def hold_driver_lock(path: str | os.PathLike[str], experiment: str) -> None:
+    """Lock the folder of the state ``path`` for this process's lifetime (``flock`` on the
+    folder itself: no file is made, and the kernel lets go when the process ends, even by
+    SIGKILL). A second driver of the same experiment on this machine, such as a ``--resume``
+    typed while the search still runs, raises :class:`BadInput` here instead of running the
+    same trials twice and dropping the running driver's MLflow runs as orphans."""
+    import fcntl
+
+    from common.errors import BadInput
+
+    folder = str(Path(path).parent.resolve())
+    if folder in _HELD_LOCKS:
+        return
+    fd = os.open(folder, os.O_RDONLY)  # not inherited by the processes this one starts
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise BadInput(f"experiment {experiment!r} is being run by another driver right now "
+                       f"(its state folder {folder} is locked); let it finish, or stop it "
+                       "(Ctrl-C or kill <pid>) and then --resume") from None
+    except OSError:  # a file system without flock: no guard, as before
+        os.close(fd)
+        return
+    _HELD_LOCKS[folder] = fd
+
+
+def held_driver_locks() -> set[str]:
+    """The state folders this process holds locked (see :func:`hold_driver_lock`)."""
+    return set(_HELD_LOCKS)
+
+
+def release_driver_locks(keep: set[str] = frozenset()) -> None:
+    """Let go of the locks of :func:`hold_driver_lock` but those in ``keep``."""
+    for folder in [f for f in _HELD_LOCKS if f not in keep]:
+        os.close(_HELD_LOCKS.pop(folder))
+
+
 class ExperimentState:
     """The durable record of a search: settings, parent run and per-trial runs."""
 
