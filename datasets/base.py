@@ -192,6 +192,22 @@ def generate_in_chunks(simulate: Callable[..., np.ndarray], rows: int, chunk: in
     return np.concatenate([parts[a] for a, _ in bounds]) if bounds else np.empty((0,))
 
 
+def file_fingerprint(path: str | os.PathLike[str], block: int = 1 << 20) -> str | None:
+    """``size:sha256`` of a data file's size and its first, middle and last MiB: cheap on a
+    file of any size, and changed by any rewrite that changes its length or those bytes (a
+    copy that keeps the bytes keeps it). None where ``path`` is not a readable file."""
+    try:
+        size = os.path.getsize(path)
+        digest = hashlib.sha256(str(size).encode())
+        with open(path, "rb") as f:
+            for start in sorted({0, max(0, size // 2 - block // 2), max(0, size - block)}):
+                f.seek(start)
+                digest.update(f.read(block))
+    except OSError:
+        return None
+    return f"{size}:{digest.hexdigest()[:32]}"
+
+
 def cache_key(**params: Any) -> str:
     """A short stable hash of generation parameters."""
     blob = json.dumps(params, sort_keys=True, default=str).encode()

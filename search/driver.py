@@ -26,6 +26,7 @@ from common.errors import BadInput, OutOfSpace, full_disk_error
 from common.paths import check_writable_dir, is_uri
 from common.signals import sigterm_as_interrupt
 from datasets import get_dataset
+from datasets.base import file_fingerprint
 from search.settings import SearchResult, SearchSettings
 from search.stages import check_space_fits_data, prepare_data
 from search_spaces import Space, get_space
@@ -315,11 +316,29 @@ def settings_of(args: SearchSettings, data_path: str, samples: int) -> dict[str,
     return {"space": args.space, "trials": args.trials, "max_epochs": args.max_epochs,
             "grace_epochs": args.grace_epochs, "searcher": args.searcher,
             "scheduler": args.scheduler, "seed": args.seed, "data": args.data,
-            "data_path": data_path, "workers_per_trial": args.workers_per_trial,
+            "data_path": data_path, "data_fingerprint": file_fingerprint(data_path),
+            "workers_per_trial": args.workers_per_trial,
             "precision": args.precision, "pruned_trials": args.pruned_trials,
             "data_option": args.data_option, "samples": samples,
             "space_file": args.space_file, "prior": args.prior,
             "warm_start": args.warm_start}
+
+
+def check_same_data(experiment: str, stored: dict[str, Any], data_path: str) -> None:
+    """On ``--resume``: the data trials read must be those the search started with (a file
+    rewritten since, or synthetic data a newer generator makes differently, would have the
+    resumed trials compared with the finished ones on other data). Searches recorded before
+    fingerprints were kept are not checked."""
+    before = stored.get("data_fingerprint")
+    if before is None:
+        return
+    now = file_fingerprint(data_path)
+    if now != before:
+        shown = stored.get("data") or "the synthetic data"
+        what = "its size or content changed" if now is not None else "it cannot be read"
+        raise BadInput(f"--resume: the data of {experiment!r} are not those it started with "
+                       f"({shown}, read as {data_path}: {what}); restore the original file, or "
+                       "start a new --experiment on these data")
 
 
 def _stopped_during_setup(exp_dir: str, storage: str, name: str, remote: bool) -> bool:
@@ -400,6 +419,7 @@ def _run_search(settings: SearchSettings) -> SearchResult:
         spec = get_dataset(space.dataset)
         data_path = prepare_data(space, args.data, args.samples, args.seed, args.data_option,
                                  tracking_uri)
+        check_same_data(args.experiment, stored, data_path)
         samples = args.samples
     else:
         args.space = args.space or "resnet1d"

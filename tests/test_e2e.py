@@ -188,3 +188,33 @@ def test_restart_after_a_start_stopped_during_set_up_closes_its_parent_run(tmp_p
     _, parents, children = runs_of(db, "again")
     new = [p for p in parents if p.info.run_id not in (orphan, other.info.run_id)]
     assert len(new) == 1 and new[0].info.status == "FINISHED" and len(children) == 1
+
+
+def test_resume_refuses_data_that_changed_since_the_search_started(tmp_path):
+    """The user's file rewritten between the start and the --resume: the resumed trials would
+    have been ranked against the finished ones on other data, silently."""
+    import h5py
+    import numpy as np
+
+    data = tmp_path / "patterns.h5"
+    rng = np.random.default_rng(0)
+    with h5py.File(data, "w") as f:
+        f["patterns"] = rng.random((90, 256), dtype=np.float32)
+        f["labels"] = np.arange(90) % 14
+    original = data.read_bytes()
+    common = ["--experiment", "same", "--storage", str(tmp_path / "ray")]
+    result = run_cli("--data", str(data), "--trials", "1", "--max-epochs", "1",
+                     "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", *common, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with h5py.File(data, "a") as f:  # one pattern corrected in place
+        f["patterns"][45] = 0.5
+    result = run_cli("--resume", *common, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = result.stderr.strip().splitlines()[-1]  # after the "data: assuming ..." note
+    assert line.startswith("error: --resume: the data of 'same' are not those it started "
+                           "with"), line
+    from search.driver import check_same_data
+
+    stored = json.loads(state_path(tmp_path / "ray", "same").read_text())["settings"]
+    data.write_bytes(original)  # a copy of the original bytes (a new mtime) is the same data
+    check_same_data("same", stored, str(data))
