@@ -583,6 +583,8 @@ def start_tracking(args: SearchSettings, space: Space, tracking_uri: str,
     _close_orphaned_parents(client, experiment_id, tags)
     parent = client.create_run(experiment_id, tags=tags)
     settings = settings_of(args, data_path, samples)
+    if getattr(space, "upstream", None):  # data an earlier stage's model computes: its bytes
+        settings["data_fingerprint"] = None  # may differ on another machine's hardware
     from mlflow.entities import Param
 
     client.log_batch(parent.info.run_id, params=[
