@@ -71,6 +71,7 @@ class Sizes:
     search_epochs: int  # epochs of each of the 4 concurrent trials
     parity_epochs: int
     parity_rounds: int
+    parity_samples: int  # of the step-parity data set (bf16 on a CPU trains ~50 patterns/s)
     train_epochs: int  # epochs of each precision's train run
     ddp_epochs: int
     cpus_per_trial: float  # of each concurrent trial
@@ -79,9 +80,11 @@ class Sizes:
 
 
 GPU_SIZES = Sizes(samples=4000, search_epochs=3, parity_epochs=3, parity_rounds=3,
+                  parity_samples=4000,
                   train_epochs=5, ddp_epochs=3, cpus_per_trial=2.0, ddp_cpus_per_trial=4.0,
                   command_timeout_s=300)
 DRY_SIZES = Sizes(samples=300, search_epochs=2, parity_epochs=1, parity_rounds=2,
+                  parity_samples=100,
                   train_epochs=1, ddp_epochs=2, cpus_per_trial=0.5, ddp_cpus_per_trial=1.0,
                   command_timeout_s=300)
 
@@ -263,12 +266,14 @@ class Runner:
         runs = client.search_runs([found.experiment_id], max_results=1000)
         return [r for r in runs if "mlflow.parentRunId" in r.data.tags]
 
-    def data(self):
+    def data(self, samples: int | None = None):
+        """The synthetic set of ``samples`` patterns (default: every check's size)."""
         from datasets import get_dataset
         from search_spaces import get_space
 
         spec = get_dataset(get_space(SPACE).dataset)
-        return spec.load(spec.prepare(None, self.sizes.samples, 0, {}), 0, {})
+        samples = samples or self.sizes.samples
+        return spec.load(spec.prepare(None, samples, 0, {}), 0, {})
 
     # -- checks ----------------------------------------------------------------------------
     def concurrency(self, check: Check) -> None:
@@ -309,7 +314,7 @@ class Runner:
 
         space = get_space(SPACE)
         config = dict(space.seed_config)
-        data = self.data()
+        data = self.data(self.sizes.parity_samples)
         epochs, rounds = self.sizes.parity_epochs, self.sizes.parity_rounds
         check.target = (f"platform (its defaults: pictures every 3rd and the last epoch) ÷ bare "
                         f"samples/s >= {PARITY_TARGET}, median of rounds, fp32 and bf16")

@@ -46,7 +46,6 @@ from tracking.store import (
     resolve_mlflow_uri,
     shown_uri,
 )
-from tracking.tracker import MlflowTracker
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Settings stored with an experiment and taken from there on ``--resume``.
@@ -624,6 +623,7 @@ def _search(args: SearchSettings, space: Space, info: Any, state: ExperimentStat
     from search.summary import finish
     from search.trial import TrialContext, run_trial, trial_dirname
     from tracking.optuna_store import StudyMirror, journal_path
+    from tracking.tracker import MlflowTracker  # Ray Tune: imported once input is checked
 
     workers = args.workers_per_trial
     ctx = TrialContext(space=space.name, data_path=data_path, data_options=args.data_option,

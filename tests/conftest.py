@@ -189,3 +189,18 @@ params:
   batch_size: {choices: [32, 64]}      # changed choices
   dropout: {low: 0.0, high: 0.2, step: 0.1}
 """
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 30 MB file system (tmpfs, needs root's mount), unmounted afterwards."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=30M", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here ({made.stderr.strip()[:100]})")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)

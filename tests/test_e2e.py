@@ -81,7 +81,7 @@ def test_search_end_to_end(tmp_path):
 
 
 
-@pytest.mark.slow  # the seeded random-kill test in test_faults.py covers this in the default run
+@pytest.mark.slow  # by default test_ctrl_c_leaves_no_run_running_and_resume_finishes resumes one
 def test_resume_after_driver_is_killed(tmp_path):
     db = tmp_path / "mlflow.db"
     storage = tmp_path / "ray"
@@ -190,6 +190,7 @@ def test_restart_after_a_start_stopped_during_set_up_closes_its_parent_run(tmp_p
     assert len(new) == 1 and new[0].info.status == "FINISHED" and len(children) == 1
 
 
+@pytest.mark.slow  # ~25 s: a search, its data rewritten, two resumes
 def test_resume_refuses_data_that_changed_since_the_search_started(tmp_path):
     """The user's file rewritten between the start and the --resume: the resumed trials would
     have been ranked against the finished ones on other data, silently."""

@@ -314,6 +314,7 @@ def test_damaged_state_gives_a_way_forward(tmp_path):
     assert "unreadable" in line and f"cp {path}.prev {path}" in line and "\n" not in line
 
 
+@pytest.mark.slow  # ~50 s: a search, a damaged Tune state, a refused and a repaired resume
 def test_resume_refuses_a_tune_state_ray_cannot_restore_and_keeps_every_run(tmp_path):
     """Ray logs a failed restore and starts the whole search again (every trial re-run, the
     finished ones dropped as orphans); --resume must stop instead and change nothing."""
@@ -406,6 +407,7 @@ def test_driver_killed_before_tunes_first_checkpoint_resumes_every_trial(tmp_pat
     assert all(r.info.status != "RUNNING" for r in children)
 
 
+@pytest.mark.slow  # ~15 s: a search held stuck until its stacks are dumped
 def test_a_stuck_run_shows_where_it_stood(tmp_path):
     """SIGUSR2 prints every thread's stack while Tune runs (Tune itself takes SIGUSR1 to stop
     a search) and the run goes on; run_cli uses it on a timeout. The signal is sent once the
@@ -430,21 +432,6 @@ def test_a_stuck_run_shows_where_it_stood(tmp_path):
         message[:3000]
     assert "Configuration for experiment" in message, "the signal came before Tune started"
     assert re.search(r"threads stood at:.*Thread 0x.*File \"", message, re.DOTALL), message
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 30 MB file system (tmpfs, needs root's mount), unmounted afterwards."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=30M", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a small file system here ({made.stderr.strip()[:100]})")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 @pytest.mark.slow  # ~90 s, and it needs root's mount: a real full disk
@@ -501,6 +488,7 @@ def test_a_full_disk_is_found_behind_the_errors_raised_from_it():
         assert full_disk_error(outer).errno == errno.ENOSPC
 
 
+@pytest.mark.slow  # ~25 s: two drivers of one search
 def test_a_resume_while_the_search_still_runs_is_refused(tmp_path):
     """``--resume`` typed while the search's driver still runs (it looked stuck; a batch job
     still running): the second driver ran the same experiment beside the first, replaced the
