@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
+import shutil
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,6 +192,66 @@ def generate_in_chunks(simulate: Callable[..., np.ndarray], rows: int, chunk: in
             if progress is not None:
                 progress(b - a)
     return np.concatenate([parts[a] for a, _ in bounds]) if bounds else np.empty((0,))
+
+
+def available_memory() -> int:
+    """Bytes of memory a new allocation can get: the system's available memory, or less where
+    this process's cgroup (a container, a batch job) caps it."""
+    import psutil
+
+    available = psutil.virtual_memory().available
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit = Path(limit_file).read_text().strip()
+            usage = int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 1 << 60:  # "max", or v1's huge number: no cap
+            available = min(available, max(int(limit) - usage, 0))
+        break
+    return available
+
+
+def _size(n_bytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n_bytes < 1000 or unit == "TB":
+            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1000
+    return ""
+
+
+#: disk space left free beside a generated set (the cache's file system is shared)
+DISK_MARGIN = 0.05
+
+
+def check_room(target: Path, samples: int, row_bytes: int, memory_factor: float) -> None:
+    """Refuse, before generating, a synthetic set the cache's disk or this machine's memory
+    cannot hold: ``samples`` rows of ``row_bytes`` bytes each as written to ``target``; while
+    it is generated the process's memory grows by ``memory_factor`` times the set's size (the
+    generator's measured peak: ``bench/generation_memory.py``; 0: nothing held in memory).
+
+    A slip of a digit in ``--samples`` otherwise simulates for hours before it runs out of
+    memory or disk; this names the size and the largest ``--samples`` that fits."""
+    need_disk = samples * row_bytes
+    free_disk = shutil.disk_usage(target.parent).free * (1 - DISK_MARGIN)
+    need_memory = memory_factor * need_disk
+    memory = available_memory() if memory_factor else math.inf
+    short = []
+    if need_disk > free_disk:
+        short.append(f"{_size(need_disk)} on disk ({_size(free_disk)} free in {target.parent})")
+    if need_memory > memory:
+        short.append(f"about {_size(need_memory)} of memory to generate it "
+                     f"({_size(memory)} available)")
+    if not short:
+        return
+    fits = int(min(free_disk / row_bytes, memory / (memory_factor * row_bytes or 1)))
+    fix = f"lower --samples to at most {fits}" if fits else "free space or memory first"
+    if need_disk > free_disk:
+        fix += ", or point SCITUNE_CACHE at a larger disk"
+    raise DataError(f"--samples {samples}: the synthetic set ({row_bytes} bytes a sample) needs "
+                    f"{' and '.join(short)}; {fix}")
 
 
 def file_fingerprint(path: str | os.PathLike[str], block: int = 1 << 20) -> str | None:

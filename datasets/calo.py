@@ -56,6 +56,7 @@ from datasets.base import (
     cache_dir,
     cache_key,
     check_finite,
+    check_room,
     memmap_dataset,
     open_h5,
     read_h5,
@@ -152,7 +153,8 @@ def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str
             raise DataError("--samples must be at least 30 for calo")
         key = cache_key(v=GENERATOR_VERSION, n=samples, bins=bins, mu=mu, seed=data_seed)
         target = cache_dir() / f"calo{bins}-{samples}-{key}.h5"
-        if not target.exists():
+        if not target.exists():  # float32 images (3 channels) and truth, met (2)
+            check_room(target, samples, bins * bins * 4 * 4 + 2 * 4, memory_factor=2.0)  # 1.7 measured
             generate(samples, bins, mu, data_seed, target)
         return str(target)
     if not os.path.exists(path):

@@ -66,6 +66,7 @@ from datasets.base import (
     cache_dir,
     cache_key,
     check_finite,
+    check_room,
     int_option,
     memmap_dataset,
     open_h5,
@@ -457,7 +458,11 @@ def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str
             raise DataError("--samples must be at least 30 for multimodal")
         key = cache_key(v=GENERATOR_VERSION, n=samples, size=size, seed=data_seed)
         target = cache_dir() / f"multimodal{size}-{samples}-{key}.h5"
-        if not target.exists():
+        if not target.exists():  # float32 volume and phenotypes, int64 label
+            from datasets.multimodal_physics import PHENOTYPE_NAMES
+
+            check_room(target, samples, size**3 * 4 + len(PHENOTYPE_NAMES) * 4 + 8,
+                       memory_factor=2.5)  # 1.95 measured
             generate(samples, size, data_seed, target)
         path = str(target)
     else:
