@@ -226,11 +226,13 @@ def _size(n_bytes: float) -> str:
 DISK_MARGIN = 0.05
 
 
-def check_room(target: Path, samples: int, row_bytes: int, memory_factor: float) -> None:
+def check_room(target: Path, samples: int, row_bytes: int, memory_factor: float,
+               fewest: int = 1) -> None:
     """Refuse, before generating, a synthetic set the cache's disk or this machine's memory
     cannot hold: ``samples`` rows of ``row_bytes`` bytes each as written to ``target``; while
     it is generated the process's memory grows by ``memory_factor`` times the set's size (the
     generator's measured peak: ``bench/generation_memory.py``; 0: nothing held in memory).
+    ``fewest`` is the smallest ``--samples`` the data set takes.
 
     A slip of a digit in ``--samples`` otherwise simulates for hours before it runs out of
     memory or disk; this names the size and the largest ``--samples`` that fits."""
@@ -247,7 +249,10 @@ def check_room(target: Path, samples: int, row_bytes: int, memory_factor: float)
     if not short:
         return
     fits = int(min(free_disk / row_bytes, memory / (memory_factor * row_bytes or 1)))
-    fix = f"lower --samples to at most {fits}" if fits else "free space or memory first"
+    if fits >= fewest:
+        fix = f"lower --samples to at most {fits}"
+    else:  # the samples themselves are too large (a --data-option), or the machine too small
+        fix = f"not even the {fewest} samples it needs fit: make each smaller (--data-option)"
     if need_disk > free_disk:
         fix += ", or point SCITUNE_CACHE at a larger disk"
     raise DataError(f"--samples {samples}: the synthetic set ({row_bytes} bytes a sample) needs "

@@ -154,7 +154,8 @@ def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str
         key = cache_key(v=GENERATOR_VERSION, n=samples, bins=bins, mu=mu, seed=data_seed)
         target = cache_dir() / f"calo{bins}-{samples}-{key}.h5"
         if not target.exists():  # float32 images (3 channels) and truth, met (2)
-            check_room(target, samples, bins * bins * 4 * 4 + 2 * 4, memory_factor=2.0)  # 1.7 measured
+            check_room(target, samples, bins * bins * 4 * 4 + 2 * 4, memory_factor=2.0,  # 1.7 measured
+                       fewest=30)
             generate(samples, bins, mu, data_seed, target)
         return str(target)
     if not os.path.exists(path):

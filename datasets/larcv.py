@@ -259,7 +259,7 @@ def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str
         target = cache_dir() / f"larcv{size}-{samples}-{key}.h5"
         if not target.exists():
             # float32 image, int64 label; peak RSS grew 2.0× the file's size (1000 vs 3000 samples)
-            check_room(target, samples, size * size * 4 + 8, memory_factor=2.5)
+            check_room(target, samples, size * size * 4 + 8, memory_factor=2.5, fewest=30)
             generate(samples, size, data_seed, target)
         return str(target)
     if not os.path.exists(path):

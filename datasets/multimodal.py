@@ -462,7 +462,7 @@ def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str
             from datasets.multimodal_physics import PHENOTYPE_NAMES
 
             check_room(target, samples, size**3 * 4 + len(PHENOTYPE_NAMES) * 4 + 8,
-                       memory_factor=2.5)  # 1.95 measured
+                       memory_factor=2.5, fewest=30)  # 1.95 measured
             generate(samples, size, data_seed, target)
         path = str(target)
     else:

@@ -516,7 +516,7 @@ def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str
         target = cache_dir() / f"watchmal-{samples}-{key}.h5"
         if not target.exists():  # written block by block: memory grew 0.03× the file's size
             check_room(target, samples, 40 * 40 * ALL_CHANNELS * 4 + (1 + 3 + 2) * 4 + 2 * 8 + 32,
-                       memory_factor=0.05)
+                       memory_factor=0.05, fewest=30)
             generate(samples, data_seed, target)
         path = str(target)
         n = samples

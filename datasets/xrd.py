@@ -422,7 +422,8 @@ def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str
         target = cache_dir() / f"xrd-{samples}-{key}.h5"
         if not target.exists():
             # float32 pattern, int64 label; peak RSS grew 5.0× the file's size (1000 vs 3000 samples)
-            check_room(target, samples, grid.length * 4 + 8, memory_factor=5.0)
+            check_room(target, samples, grid.length * 4 + 8, memory_factor=5.0,
+                       fewest=3 * len(BRAVAIS_LATTICES))
             generate(samples, data_seed, grid, target, intensities, orientation)
         return str(target)
     if not os.path.exists(path):

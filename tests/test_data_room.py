@@ -71,3 +71,12 @@ def test_a_cache_on_a_small_disk_refuses_what_it_cannot_hold_and_takes_what_it_c
         xrd.prepare(None, 5000, 0, {})
     assert os.listdir(small_disk / "datasets") == []
     assert Path(xrd.prepare(None, 300, 0, {})).stat().st_size > 300 * XRD_ROW_BYTES
+
+
+def test_samples_too_large_to_fit_even_the_fewest_name_the_option_not_a_smaller_count():
+    """``--data-option length=100000000``: 400 MB a pattern; no --samples the xrd set takes
+    (at least 42) fits, so the fix is the option, not a count below the minimum."""
+    with pytest.raises(DataError, match=r"\(400000008 bytes a sample\) needs .*; not even the 42 "
+                                        r"samples it needs fit: make each smaller "
+                                        r"\(--data-option\)"):
+        get_dataset("xrd").prepare(None, 4000, 0, {"length": "100000000"})
