@@ -7,7 +7,7 @@
 # that reaches it is the working tree plus carried files, 64 MiB in all. So this script,
 # run here (where PyPI is reachable) from the repo root as `make gpu-bundle`:
 #   1. resolves the dependency closure of the project's runtime requirements (from
-#      pyproject.toml, torch and optuna-dashboard left out, psutil added) for the target
+#      pyproject.toml, torch, optuna-dashboard and hdf5plugin left out, psutil added) for the target
 #      Python, keeping the project's pins;
 #   2. leaves out every distribution already on the machine (bench/gpu_image_packages.txt);
 #   3. downloads the remaining wheels (exact files, hash-checked) and installs them with
@@ -58,7 +58,10 @@ TARGET_ARGS=(--python-version "$PYVER" --implementation cp --only-binary=:all: "
 # Not resolved with the rest: torch is the image's own CUDA build (never bundled), the Optuna
 # dashboard is a UI for a person; pymatgen's full closure cannot be resolved from wheels
 # alone (bibtexparser 1.x is an sdist) and pulls plotly, so it comes in step 3c instead.
-SKIP_REQUIREMENTS="torch optuna-dashboard pymatgen"
+# hdf5plugin (a 46 MB wheel of compression filters) would not fit the bundle and decodes only
+# users' compressed files: the check's synthetic data are uncompressed, and the platform
+# reads them without it.
+SKIP_REQUIREMENTS="torch optuna-dashboard pymatgen hdf5plugin"
 # Step 3c: pymatgen and what importing pymatgen.core needs beyond the image's packages (the
 # XRD generator builds every simulated pattern's crystal with it, and spglib names its
 # lattice), installed without their dependencies; plotly and bibtexparser are left out

@@ -9,6 +9,7 @@ one copy of the data through the page cache.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -354,11 +355,26 @@ def check_hdf5_file(path: str) -> None:
         raise DataError(f"--data {path}: not an HDF5 file; convert it (see README 'Data')")
 
 
+@functools.cache
+def filter_plugins() -> bool:
+    """Register the compression filters of ``hdf5plugin`` (Bitshuffle/LZ4 as Dectris' Eiger
+    detectors write, Blosc, Zstd, LZ4, bzip2, ...) with h5py's HDF5, once per process;
+    False where ``hdf5plugin`` is not installed (HDF5 then decodes gzip, szip, lzf only)."""
+    try:
+        import hdf5plugin  # noqa: F401  (importing it registers the filters)
+    except ImportError:
+        return False
+    return True
+
+
 def read_h5(path: str | os.PathLike[str]):
     """``h5py.File(path, "r")`` that also works where the file system has no ``flock``
-    (common on cluster storage); a lock held by a writer still refuses the open."""
+    (common on cluster storage); a lock held by a writer still refuses the open. The
+    compression filters of :func:`filter_plugins` are registered first, in every process
+    that reads (a Ray trial too)."""
     import h5py
 
+    filter_plugins()
     return h5py.File(path, "r", locking="best-effort")
 
 
@@ -426,6 +442,7 @@ def check_storage(ds: Any, key: str, path: str) -> None:
         files = ", ".join(sorted({str(entry[0]) for entry in ds.external}))
         raise DataError(f"--data {path}: dataset '{key}' keeps its numbers in external raw "
                         f"files ({files}); store the array in the HDF5 file itself")
+    check_filters(ds, key, path)
     if not ds.is_virtual:
         return
     here = os.path.dirname(os.path.abspath(ds.file.filename))
@@ -438,6 +455,36 @@ def check_storage(ds: Any, key: str, path: str) -> None:
                 f"--data {path}: virtual dataset '{key}' maps {source.file_name}, which does "
                 "not exist (HDF5 would read zeros there); put the file beside this one or "
                 "repack the data into one file")
+
+
+def check_filters(ds: Any, key: str, path: str) -> None:
+    """Raise :class:`DataError` if dataset ``ds`` is compressed with an HDF5 filter this
+    installation cannot decode (HDF5 itself says only "can't read data", deep in a trial).
+    A filter that is missing but was not applied (an optional filter the writer lacked too)
+    passes: its first row is read to tell."""
+    from h5py import h5z
+
+    plist = ds.id.get_create_plist()
+    for index in range(plist.get_nfilters()):
+        code, _flags, _values, name = plist.get_filter(index)
+        if h5z.filter_avail(code):
+            continue
+        try:
+            if ds.shape and ds.shape[0]:
+                ds[:1]
+            continue
+        except OSError:
+            pass
+        label = name.decode("utf-8", "replace").split(";")[0].strip() or "unnamed"
+        if filter_plugins():
+            fix = ("hdf5plugin, which scitune loads, does not have it: set HDF5_PLUGIN_PATH "
+                   "to the folder of that filter's plugin, or decompress the file where it "
+                   "is installed (h5repack -f NONE IN.h5 OUT.h5)")
+        else:
+            fix = ("install hdf5plugin (pip install hdf5plugin), which scitune loads when "
+                   "present, or decompress the file (h5repack -f NONE IN.h5 OUT.h5)")
+        raise DataError(f"--data {path}: dataset '{key}' is compressed with HDF5 filter "
+                        f"{code} ({label}), which this installation cannot decode; {fix}")
 
 
 def require_dataset(f: Any, key: str, path: str, *, ndim: int | None = None,
@@ -469,12 +516,25 @@ def require_dataset(f: Any, key: str, path: str, *, ndim: int | None = None,
     return ds
 
 
+def read_rows(ds: Any, path: str, key: str, start: int, stop: int) -> np.ndarray:
+    """``ds[start:stop]`` as an array; a read HDF5 fails (a damaged or cut compressed chunk,
+    a filter that fails to decode it) raises :class:`DataError` naming the rows."""
+    try:
+        return np.asarray(ds[start:stop])
+    except OSError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        stop = min(stop, ds.shape[0])
+        raise DataError(f"--data {path}: HDF5 cannot read rows {start}..{stop - 1} of "
+                        f"'{key}' ({reason}); the file is damaged: re-create or re-copy "
+                        "it") from None
+
+
 def check_finite(ds: Any, path: str, key: str, chunk_rows: int = 4096) -> None:
     """Scan ``ds`` in row chunks and raise :class:`DataError` on the first NaN or inf."""
     if ds.dtype.kind != "f":
         return
     for start in range(0, ds.shape[0], chunk_rows):
-        block = np.asarray(ds[start : start + chunk_rows])
+        block = read_rows(ds, path, key, start, start + chunk_rows)
         if not np.isfinite(block).all():
             bad = start + int(np.argwhere(~np.isfinite(block.reshape(block.shape[0], -1)))[0, 0])
             raise DataError(

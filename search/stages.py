@@ -100,9 +100,19 @@ def prepare_data(space: Space | str, path: str | None, samples: int, seed: int,
         dataset, stages = space, stages_of_dataset(space)
     spec = get_dataset(dataset)
     upstream = resolve(stages, options, seed, tracking_uri)
-    if upstream:
-        return spec.prepare(path, samples, seed, options, upstream=upstream)
-    return spec.prepare(path, samples, seed, options)
+    try:
+        if upstream:
+            return spec.prepare(path, samples, seed, options, upstream=upstream)
+        return spec.prepare(path, samples, seed, options)
+    except OSError as exc:
+        # HDF5's read failures (a damaged chunk, a filter that cannot decode it) are
+        # OSErrors without errno; a full disk or a missing folder keeps its errno and its
+        # own handling
+        if path is None or exc.errno is not None or "read data" not in str(exc):
+            raise
+        reason = str(exc).strip().splitlines()[0]
+        raise DataError(f"--data {path}: HDF5 cannot read it ({reason}); the file is damaged: "
+                        "re-create or re-copy it") from None
 
 
 def check_space_fits_data(space: Space, data: DataSplits, source: str) -> None:

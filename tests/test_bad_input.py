@@ -25,6 +25,37 @@ def write_h5(path: Path, patterns, labels) -> Path:
     return path
 
 
+def unknown_filter_file(path: Path, patterns, labels) -> Path:
+    """'patterns' compressed with a filter no plugin here decodes: written with Bitshuffle
+    (hdf5plugin), then the filter's id in the dataset's header changed to 32767."""
+    import hdf5plugin
+
+    with h5py.File(path, "w") as f:  # the default (oldest) format: no header checksums
+        f.create_dataset("patterns", data=patterns, chunks=(20, patterns.shape[1]),
+                         **hdf5plugin.Bitshuffle())
+        f.create_dataset("labels", data=labels)
+    blob = bytearray(path.read_bytes())
+    name = blob.find(b"bitshuffle")
+    assert name > 0 and blob[name - 8 : name - 6] == (32008).to_bytes(2, "little")
+    blob[name - 8 : name - 6] = (32767).to_bytes(2, "little")
+    path.write_bytes(bytes(blob))
+    return path
+
+
+def damaged_chunk_file(path: Path, patterns, labels, damaged: str) -> Path:
+    """gzip-compressed datasets, one chunk of ``damaged`` overwritten in its middle."""
+    with h5py.File(path, "w") as f:
+        f.create_dataset("patterns", data=patterns, chunks=(20, patterns.shape[1]),
+                         compression="gzip")
+        f.create_dataset("labels", data=labels, chunks=(20,), compression="gzip")
+        chunk = f[damaged].id.get_chunk_info(1)
+    blob = bytearray(path.read_bytes())
+    middle = chunk.byte_offset + chunk.size // 2
+    blob[middle : middle + 8] = b"\xff" * 8
+    path.write_bytes(bytes(blob))
+    return path
+
+
 def make_inputs(root: Path) -> dict[str, Path]:
     rng = np.random.default_rng(0)
     good_x, good_y = rng.random((60, 256), dtype=np.float32), rng.integers(0, 14, 60)
@@ -50,6 +81,9 @@ def make_inputs(root: Path) -> dict[str, Path]:
         f.create_virtual_dataset("patterns", layout)
         f["labels"] = good_y
     files["virtual_missing"] = root / "virtual.h5"
+    files["unknown_filter"] = unknown_filter_file(root / "filter.h5", good_x, good_y)
+    files["damaged_chunk"] = damaged_chunk_file(root / "chunk.h5", good_x, good_y, "patterns")
+    files["damaged_labels"] = damaged_chunk_file(root / "labels.h5", good_x, good_y, "labels")
     files["bad_prior"] = root / "prior.yaml"
     files["bad_prior"].write_text("config: [lr\n")
     files["binary"] = root / "binary.yaml"
@@ -86,6 +120,16 @@ ROWS = {
     "virtual dataset with a missing source": (["--data", "{virtual_missing}"],
                                               "virtual dataset 'patterns' maps run_0007.h5, "
                                               "which does not exist"),
+    "compressed with a filter no plugin here decodes": (
+        ["--data", "{unknown_filter}"],
+        "dataset 'patterns' is compressed with HDF5 filter 32767 (bitshuffle), which this "
+        "installation cannot decode; hdf5plugin, which scitune loads, does not have it"),
+    "a damaged compressed chunk": (["--data", "{damaged_chunk}"],
+                                   "HDF5 cannot read rows 0..59 of 'patterns' (Can't "
+                                   "synchronously read data (filter returned failure"),
+    "a damaged compressed chunk of labels": (["--data", "{damaged_labels}"],
+                                             "HDF5 cannot read it (Can't synchronously read "
+                                             "data (filter returned failure"),
     "labels out of range": (["--data", "{labels_range}"], "outside 0..13"),
     "zero samples": (["--data", "{empty}"], "zero samples"),
     "mismatched lengths": (["--data", "{mismatch}"], "must match"),

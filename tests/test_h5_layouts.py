@@ -103,3 +103,68 @@ def test_dangling_links_and_external_raw_files_are_named(tmp_path):
         f["labels"] = np.arange(80) % 14
     with pytest.raises(DataError, match=r"keeps its numbers in external raw files \(raw.bin\)"):
         load(raw)
+
+
+@pytest.mark.parametrize("compression", ["Bitshuffle", "Blosc", "Zstd"])
+def test_plugin_compressed_files_are_read_as_stored(compression, tmp_path):
+    """Files compressed with the filters of hdf5plugin (Bitshuffle/LZ4 as Eiger detectors
+    write them, Blosc, Zstd): every trial failed, HDF5 reporting only "can't open directory
+    /usr/local/hdf5/lib/plugin". A fresh process that reads them as a trial does (no
+    hdf5plugin imported beforehand) gets the stored numbers."""
+    import subprocess
+    import sys
+
+    import hdf5plugin
+
+    from tests.conftest import REPO
+
+    x = patterns()
+    path = tmp_path / f"{compression}.h5"
+    compressor = getattr(hdf5plugin, compression)()
+    with h5py.File(path, "w") as f:
+        f.create_dataset("patterns", data=x, chunks=(16, x.shape[1]), **compressor)
+        f["labels"] = np.arange(80) % 14
+        assert str(compressor.filter_id) in f["patterns"]._filters  # stored compressed
+    data = load(path)
+    assert np.array_equal(data.batch("x", data.train[:5]), x[data.train[:5]])
+    read = subprocess.run(
+        [sys.executable, "-c", "import sys, numpy; from datasets.base import memmap_dataset; "
+         f"numpy.save(sys.stdout.buffer, numpy.asarray(memmap_dataset({str(path)!r}, "
+         "'patterns')))"], cwd=REPO, capture_output=True, timeout=120)
+    assert read.returncode == 0, read.stderr.decode()[-2000:]
+    import io
+
+    assert np.array_equal(np.load(io.BytesIO(read.stdout)), x)
+
+
+def test_without_hdf5plugin_a_compressed_file_names_the_filter_and_the_fix(tmp_path):
+    """Where hdf5plugin is not installed (here: an ``hdf5plugin`` that fails to import, first
+    on the path), a Bitshuffle file is refused in one line naming the filter and what to
+    install, before anything is written."""
+    import hdf5plugin
+
+    from tests.conftest import run_cli
+
+    x = patterns()
+    path = tmp_path / "eiger.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("patterns", data=x, chunks=(16, x.shape[1]), **hdf5plugin.Bitshuffle())
+        f["labels"] = np.arange(80) % 14
+    absent = tmp_path / "absent"
+    absent.mkdir()
+    (absent / "hdf5plugin.py").write_text("raise ImportError('No module named hdf5plugin')\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    import os
+
+    result = run_cli("--data", str(path), "--trials", "1", "--storage", str(work / "ray"),
+                     "--mlflow-uri", f"sqlite:///{work / 'mlflow.db'}", cwd=work,
+                     env={"PYTHONPATH": os.pathsep.join(filter(None, [
+                         str(absent), os.environ.get("PYTHONPATH")]))})
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [
+        f"error: --data {path}: dataset 'patterns' is compressed with HDF5 filter 32008 "
+        "(bitshuffle), which this installation cannot decode; install hdf5plugin (pip install "
+        "hdf5plugin), which scitune loads when present, or decompress the file (h5repack -f "
+        "NONE IN.h5 OUT.h5)"]
+    assert list(work.iterdir()) == []
