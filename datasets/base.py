@@ -516,26 +516,32 @@ def require_dataset(f: Any, key: str, path: str, *, ndim: int | None = None,
     return ds
 
 
-def read_rows(ds: Any, path: str, key: str, start: int, stop: int) -> np.ndarray:
-    """``ds[start:stop]`` as an array; a read HDF5 fails (a damaged or cut compressed chunk,
-    a filter that fails to decode it) raises :class:`DataError` naming the rows."""
+def read_rows(ds: Any, path: str, key: str, start: int = 0, stop: int | None = None
+              ) -> np.ndarray:
+    """``ds[start:stop]`` (all of ``ds`` by default) as an array; a read HDF5 fails (a
+    damaged or cut compressed chunk, a filter that fails to decode it) raises
+    :class:`DataError` naming the rows."""
     try:
-        return np.asarray(ds[start:stop])
+        return np.asarray(ds[start:stop] if ds.shape else ds[()])
     except OSError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        stop = min(stop, ds.shape[0])
+        rows = ds.shape[0] if ds.shape else 1
+        stop = rows if stop is None else min(stop, rows)
         raise DataError(f"--data {path}: HDF5 cannot read rows {start}..{stop - 1} of "
                         f"'{key}' ({reason}); the file is damaged: re-create or re-copy "
                         "it") from None
 
 
 def check_finite(ds: Any, path: str, key: str, chunk_rows: int = 4096) -> None:
-    """Scan ``ds`` in row chunks and raise :class:`DataError` on the first NaN or inf."""
-    if ds.dtype.kind != "f":
+    """Scan ``ds`` in row chunks and raise :class:`DataError` on the first NaN or inf, or on
+    rows HDF5 cannot decode. Integers are read only where they are compressed (the one way
+    their reading can fail after the file opened)."""
+    floats = ds.dtype.kind == "f"
+    if not floats and not ds.id.get_create_plist().get_nfilters():
         return
     for start in range(0, ds.shape[0], chunk_rows):
         block = read_rows(ds, path, key, start, start + chunk_rows)
-        if not np.isfinite(block).all():
+        if floats and not np.isfinite(block).all():
             bad = start + int(np.argwhere(~np.isfinite(block.reshape(block.shape[0], -1)))[0, 0])
             raise DataError(
                 f"--data {path}: dataset '{key}' holds NaN or inf (first at row {bad}); "
@@ -555,7 +561,7 @@ def memmap_dataset(path: str, key: str) -> np.ndarray:
                 and os.path.isfile(where):
             return native_byte_order(np.memmap(where, dtype=ds.dtype, mode="r", offset=offset,
                                                shape=ds.shape))
-        return native_byte_order(ds[()])
+        return native_byte_order(read_rows(ds, str(path), key))
 
 
 def native_byte_order(array: np.ndarray) -> np.ndarray:

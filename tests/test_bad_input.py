@@ -84,6 +84,8 @@ def make_inputs(root: Path) -> dict[str, Path]:
     files["unknown_filter"] = unknown_filter_file(root / "filter.h5", good_x, good_y)
     files["damaged_chunk"] = damaged_chunk_file(root / "chunk.h5", good_x, good_y, "patterns")
     files["damaged_labels"] = damaged_chunk_file(root / "labels.h5", good_x, good_y, "labels")
+    counts = (good_x * 60000).astype(np.uint16)  # detector counts: no NaN scan reads them
+    files["damaged_counts"] = damaged_chunk_file(root / "counts.h5", counts, good_y, "patterns")
     files["bad_prior"] = root / "prior.yaml"
     files["bad_prior"].write_text("config: [lr\n")
     files["binary"] = root / "binary.yaml"
@@ -127,6 +129,9 @@ ROWS = {
     "a damaged compressed chunk": (["--data", "{damaged_chunk}"],
                                    "HDF5 cannot read rows 0..59 of 'patterns' (Can't "
                                    "synchronously read data (filter returned failure"),
+    "a damaged compressed chunk of integer counts": (["--data", "{damaged_counts}"],
+                                                     "HDF5 cannot read rows 0..59 of "
+                                                     "'patterns' (Can't synchronously read"),
     "a damaged compressed chunk of labels": (["--data", "{damaged_labels}"],
                                              "HDF5 cannot read it (Can't synchronously read "
                                              "data (filter returned failure"),
