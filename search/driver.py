@@ -360,8 +360,21 @@ def _close_orphaned_parents(client: Any, experiment_id: str, tags: dict[str, str
         client.set_terminated(run.info.run_id, status="KILLED")
 
 
+def refuse_a_ray_already_running() -> None:
+    """Raise :class:`BadInput` if this process is already connected to Ray (a notebook's own
+    ``ray.init()``): the search starts or joins Ray itself, with the working folder and
+    settings its trials need, and shuts it down at its end, which would end the caller's
+    session too. Ray is not imported for this (a refusal stays fast)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
+        raise BadInput("Ray is already running in this process (ray.init() was called before "
+                       "the search); call ray.shutdown() first: the search starts a local Ray "
+                       "itself, or joins a cluster given as address (--address)")
+
+
 def run_search(settings: SearchSettings) -> SearchResult:
     """Run (or resume) one search (raises :class:`BadInput` for bad settings or data)."""
+    refuse_a_ray_already_running()
     held = held_driver_locks()
     try:
         return _run_search(settings)

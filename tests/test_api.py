@@ -92,3 +92,23 @@ def test_bad_settings_raise_bad_input_and_create_nothing(tmp_path, restored_envi
         run_search(SearchSettings(space="nope", storage=str(storage),
                                   mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))
     assert not storage.exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_ray_the_notebook_started_is_refused_and_left_running(tmp_path, restored_environ):
+    """A notebook that called ``ray.init()`` first: the search raised Ray's "Maybe you called
+    ray.init twice by accident?" after it had made its folder and a FAILED parent run, and
+    would have shut the notebook's Ray down at its end."""
+    import ray
+
+    storage, db = tmp_path / "ray", tmp_path / "mlflow.db"
+    ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
+    try:
+        with pytest.raises(BadInput, match=r"^Ray is already running in this process \(ray\."
+                                           r"init\(\) was called before the search\); call "
+                                           r"ray\.shutdown\(\) first"):
+            run_search(SearchSettings(trials=1, samples=300, storage=str(storage),
+                                      mlflow_uri=f"sqlite:///{db}"))
+        assert ray.is_initialized()
+    finally:
+        ray.shutdown()
+    assert not storage.exists() and not db.exists()
