@@ -122,7 +122,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, doc: Mapping[str, Any], space: Any, config: dict[str, Any],
            data: Any, data_path: str, seed: int, options: dict, samples: int, uri: str) -> int:
-    import mlflow
     import torch
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
@@ -194,8 +193,7 @@ def _train(args: argparse.Namespace, doc: Mapping[str, Any], space: Any, config:
             for fig_name, picture in figures.items():
                 Path(tmp, f"{fig_name}.png").write_bytes(as_png(picture))
             client.log_artifacts(run_id, tmp, artifact_path="figures")
-    mlflow.set_tracking_uri(uri)
-    model_uri = log_model(run_id, model, data, config)
+    model_uri = log_model(uri, run_id, model, data, config)
     client.set_terminated(run_id, status="FINISHED")
     print(f"test set ({len(data.test)} samples):")
     for key, value in sorted(test.items()):

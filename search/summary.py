@@ -128,8 +128,6 @@ def log_best_model(state: ExperimentState, space: Space, config: dict[str, Any],
     if checkpoint_file is None or not checkpoint_file.exists():
         return None
     try:
-        import mlflow
-
         from datasets import get_dataset
         from tracking.model_export import load_checkpoint_model, log_model
 
@@ -137,8 +135,8 @@ def log_best_model(state: ExperimentState, space: Space, config: dict[str, Any],
         data = get_dataset(space.dataset).load(settings["data_path"], int(settings["seed"]),
                                                settings.get("data_option") or {})
         model = load_checkpoint_model(space, config, data, checkpoint_file)
-        mlflow.set_tracking_uri(state.data["tracking_uri"])
-        return log_model(state.data["parent_run_id"], model, data, config)
+        return log_model(state.data["tracking_uri"], state.data["parent_run_id"], model, data,
+                         config)
     except Exception as exc:  # noqa: BLE001 - a missing export must not lose the search
         print(f"warning: the best model was not logged to MLflow ({type(exc).__name__}: "
               f"{str(exc).splitlines()[0][:200] if str(exc) else ''})")

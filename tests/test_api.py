@@ -25,8 +25,16 @@ def test_run_search_returns_the_result_as_objects(tmp_path, restored_environ, mo
     """Also: the data are ready before Ray starts. Ray starts its processes with fork();
     numpy's OpenBLAS hangs for good when that happens during a threaded BLAS call in another
     thread (a CI search stuck 300 s in the XRD generator's matrix product). So the data work
-    (here generated, not cached) ends before Ray's start begins."""
+    (here generated, not cached) ends before Ray's start begins.
+
+    And the notebook's own MLflow state is left as it was: its tracking URI, and the run it
+    had started (the search switched the process to the search's store for good, so the
+    notebook's next log_param failed with "Run ... not found", and logging the best model
+    failed with "Run ... is already active")."""
     import time
+
+    import mlflow
+    import mlflow.pytorch
 
     import search.driver as driver
 
@@ -48,7 +56,22 @@ def test_run_search_returns_the_result_as_objects(tmp_path, restored_environ, mo
     settings = SearchSettings(space="resnet1d", trials=3, max_epochs=2, samples=140,
                               experiment="api", mlflow_uri=f"sqlite:///{db}",
                               storage=str(tmp_path / "ray"), data_option={"intensities": "random"})
-    result = run_search(settings)
+    notebook_uri = f"sqlite:///{tmp_path / 'notebook.db'}"
+    mlflow.set_tracking_uri(notebook_uri)
+    mlflow.set_experiment("my analysis")
+    try:
+        with mlflow.start_run() as mine:
+            result = run_search(settings)
+            assert mlflow.get_tracking_uri() == notebook_uri
+            assert mlflow.active_run().info.run_id == mine.info.run_id
+            mlflow.log_param("after_the_search", 1)
+        assert MlflowClient(notebook_uri).get_run(mine.info.run_id).data.params == {
+            "after_the_search": "1"}
+        assert result.model_uri == f"runs:/{result.parent_run_id}/model"
+        mlflow.set_tracking_uri(result.tracking_uri)  # the best model was logged
+        assert mlflow.pytorch.load_model(result.model_uri) is not None
+    finally:
+        mlflow.set_tracking_uri(None)
     assert result.exit_code == 0
     assert set(spans) == {"data", "ray"}, spans
     assert spans["data"][1] <= spans["ray"][0], spans

@@ -201,7 +201,7 @@ def test_trained_model_exports_to_mlflow_and_predicts(name, tiny_data, tmp_path,
 
     client, experiment = mlflow_store
     run = client.create_run(experiment)
-    uri = log_model(run.info.run_id, model, data, config)
+    uri = log_model(mlflow.get_tracking_uri(), run.info.run_id, model, data, config)
     loaded = mlflow.pytorch.load_model(uri)
     x = model_input(data, config, loaded)
     trained[0].eval()

@@ -12,8 +12,11 @@ loader needs this project's packages importable, which ``code_paths`` ships with
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +53,39 @@ def example_inputs(model: Any, data: DataSplits, config: Mapping[str, Any],
             for key in input_keys(model)}
 
 
-def log_model(run_id: str, model: Any, data: DataSplits, config: Mapping[str, Any]) -> str:
-    """Log ``model`` (on CPU, eval mode) as ``model/`` of MLflow run ``run_id`` through the
-    tracking URI in force (``mlflow.set_tracking_uri``); returns ``runs:/<run_id>/model``."""
+@contextlib.contextmanager
+def tracking_uri_in_force(uri: str) -> Iterator[None]:
+    """``mlflow.set_tracking_uri(uri)`` for the block, then the caller's setting back (the
+    module's URI and ``MLFLOW_TRACKING_URI``, which MLflow sets with it): a notebook that
+    runs a search keeps logging to its own store."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    saved_uri = utils._tracking_uri  # None where only the variable or the default applies
+    saved_variable = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved_uri)
+        if saved_variable is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved_variable
+
+
+def log_model(tracking_uri: str, run_id: str, model: Any, data: DataSplits,
+              config: Mapping[str, Any]) -> str:
+    """Log ``model`` (on CPU, eval mode) as ``model/`` of MLflow run ``run_id`` of the store
+    at ``tracking_uri``; returns ``runs:/<run_id>/model``. The caller's MLflow state is left
+    as it was: its tracking URI, and its active run (MLflow keeps one stack of active runs
+    a thread, so the logging runs in a thread of its own; a notebook's ``mlflow.start_run()``
+    made it fail with "Run ... is already active")."""
+    with tracking_uri_in_force(tracking_uri), ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(_log_model, run_id, model, data, config).result()
+
+
+def _log_model(run_id: str, model: Any, data: DataSplits, config: Mapping[str, Any]) -> str:
     import mlflow
     import torch
     from mlflow.models import infer_signature
