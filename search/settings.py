@@ -80,6 +80,12 @@ class SearchSettings:
             value = getattr(s, name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 raise BadInput(f"--{name.replace('_', '-')} must be a finite number >= 0")
+        for name in ("data", "space_file", "storage", "mlflow_uri", "address"):
+            value = getattr(s, name)  # an empty shell variable: "--data $FILE" with FILE unset
+            if isinstance(value, str) and not value.strip():
+                what = {"address": "an address", "mlflow_uri": "a URI"}.get(name, "a path")
+                raise BadInput(f"--{name.replace('_', '-')} {value!r}: empty; give {what} or "
+                               "leave the flag out")
         from search.warm_start import parse_names
 
         s.warm_start = parse_names(s.warm_start) or None

@@ -135,6 +135,11 @@ ROWS = {
     "a damaged compressed chunk of labels": (["--data", "{damaged_labels}"],
                                              "HDF5 cannot read it (Can't synchronously read "
                                              "data (filter returned failure"),
+    "empty --data (an unset shell variable)": (["--data", ""],
+                                               "--data '': empty; give a path or leave the "
+                                               "flag out"),
+    "empty --storage": (["--storage", ""], "--storage '': empty; give a path"),
+    "empty --mlflow-uri": (["--mlflow-uri", ""], "--mlflow-uri '': empty; give a URI"),
     "labels out of range": (["--data", "{labels_range}"], "outside 0..13"),
     "zero samples": (["--data", "{empty}"], "zero samples"),
     "mismatched lengths": (["--data", "{mismatch}"], "must match"),
