@@ -74,6 +74,21 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, no usage dump
         raise BadInput(f"{message} (see --help)")
 
+    def parse_known_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201 (argparse's)
+        """argparse's, refusing an empty value (``--data "$FILE"`` with FILE unset): every
+        flag and name here wants text, and an empty one was taken as the current folder, as
+        absent, or named nothing in its error."""
+        parsed, extras = super().parse_known_args(args, namespace)
+        for action in self._actions:
+            value = getattr(parsed, action.dest, None)
+            values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, str) and not v.strip() for v in values):
+                name = "/".join(action.option_strings) or action.metavar or action.dest
+                optional = action.option_strings and not action.required
+                self.error(f"argument {name}: empty value; give one"
+                           + (" or leave the flag out" if optional else ""))
+        return parsed, extras
+
 
 #: The sub-commands that read a finished search; each takes :func:`add_search_flags`.
 READS_A_SEARCH = ("report", "compare", "blackout")

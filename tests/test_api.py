@@ -105,7 +105,9 @@ def test_bad_settings_raise_bad_input_and_create_nothing(tmp_path, restored_envi
                            ({"experiment": 5}, "--experiment 5: give text"),
                            ({"warm_start": 5}, "--warm-start 5: give 'A,B' or a list"),
                            ({"resume": "yes"}, "--resume 'yes': give True or False"),
-                           ({"max_failures": "1"}, "--max-failures '1': give a whole number")):
+                           ({"max_failures": "1"}, "--max-failures '1': give a whole number"),
+                           ({"data": ""}, "--data '': empty; give a path"),
+                           ({"mlflow_uri": " "}, "--mlflow-uri ' ': empty; give a URI")):
         with pytest.raises(BadInput, match=message):  # the API's types, named as their flags
             run_search(SearchSettings(storage=str(storage), **wrong))
     for seed in (-1, 2**32, 1.5, True):  # Optuna's samplers take 0..2**32-1

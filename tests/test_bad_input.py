@@ -136,10 +136,10 @@ ROWS = {
                                              "HDF5 cannot read it (Can't synchronously read "
                                              "data (filter returned failure"),
     "empty --data (an unset shell variable)": (["--data", ""],
-                                               "--data '': empty; give a path or leave the "
-                                               "flag out"),
-    "empty --storage": (["--storage", ""], "--storage '': empty; give a path"),
-    "empty --mlflow-uri": (["--mlflow-uri", ""], "--mlflow-uri '': empty; give a URI"),
+                                               "argument --data: empty value; give one or "
+                                               "leave the flag out"),
+    "empty --storage": (["--storage", " "], "argument --storage: empty value"),
+    "empty --export-best": (["--export-best", ""], "argument --export-best: empty value"),
     "labels out of range": (["--data", "{labels_range}"], "outside 0..13"),
     "zero samples": (["--data", "{empty}"], "zero samples"),
     "mismatched lengths": (["--data", "{mismatch}"], "must match"),

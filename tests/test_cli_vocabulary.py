@@ -31,3 +31,21 @@ def test_the_recorded_store_can_be_overridden_and_a_missing_one_is_refused(comma
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "--mlflow-uri" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("argv, name", [
+    (["train", "--config", ""], "--config"),  # was "--config .: cannot read it"
+    (["compare", "first", ""], "NAME"),
+    (["convert", "", "--space", "resnet1d", "--out", "x.h5"], "SRC"),  # was "--data : no such"
+    (["convert", "src.h5", "--space", "resnet1d", "--out", ""], "--out"),  # "--out .: exists"
+    (["report", "--experiment", "x", "--storage", ""], "--storage"),  # read the current folder
+    (["--export-best", "", "--trials", "1"], "--export-best"),  # ran a search, exported nothing
+])
+def test_an_empty_value_is_refused_by_every_command(argv, name, tmp_path):
+    """``--flag "$VAR"`` with VAR unset: one line naming the flag, exit 2, nothing written."""
+    result = run_cli(*argv, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: argument {name}: empty value; give "
+                                                   "one"), lines
+    assert list(tmp_path.iterdir()) == []
