@@ -376,10 +376,24 @@ def run_search(settings: SearchSettings) -> SearchResult:
     """Run (or resume) one search (raises :class:`BadInput` for bad settings or data)."""
     refuse_a_ray_already_running()
     held = held_driver_locks()
+    environment = dict(os.environ)
     try:
         return _run_search(settings)
     finally:  # the experiment's lock ends with its search (a notebook may run another)
         release_driver_locks(keep=held)
+        restore_environment(environment)
+
+
+def restore_environment(saved: dict[str, str]) -> None:
+    """Put ``os.environ`` back as it was before a search. The search and Ray's start set
+    variables for this search only (Tune's output style and loggers, a PostgreSQL store's
+    PGPASSWORD, Ray's PYTHONBREAKPOINT and auth mode) that would otherwise stay in a
+    notebook's process: its next ``breakpoint()`` would open Ray's remote debugger."""
+    for key in set(os.environ) - set(saved):
+        del os.environ[key]
+    for key, value in saved.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
 
 
 def _run_search(settings: SearchSettings) -> SearchResult:

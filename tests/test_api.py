@@ -30,7 +30,9 @@ def test_run_search_returns_the_result_as_objects(tmp_path, restored_environ, mo
     And the notebook's own MLflow state is left as it was: its tracking URI, and the run it
     had started (the search switched the process to the search's store for good, so the
     notebook's next log_param failed with "Run ... not found", and logging the best model
-    failed with "Run ... is already active")."""
+    failed with "Run ... is already active"). So is its environment: the search, and Ray's
+    start, left seven variables set, among them PYTHONBREAKPOINT (the notebook's next
+    ``breakpoint()`` opened Ray's remote debugger), RAY_AUTH_MODE and Tune's output style."""
     import time
 
     import mlflow
@@ -61,7 +63,10 @@ def test_run_search_returns_the_result_as_objects(tmp_path, restored_environ, mo
     mlflow.set_experiment("my analysis")
     try:
         with mlflow.start_run() as mine:
+            environment = dict(os.environ)
             result = run_search(settings)
+            assert {k: os.environ.get(k) for k in set(os.environ) ^ set(environment)} == {}
+            assert dict(os.environ) == environment
             assert mlflow.get_tracking_uri() == notebook_uri
             assert mlflow.active_run().info.run_id == mine.info.run_id
             mlflow.log_param("after_the_search", 1)
