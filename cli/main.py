@@ -17,7 +17,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from common.errors import BadInput, OutOfSpace, full_disk_error
+from common.errors import BadInput, SearchStopped, full_disk_error
 from search.settings import PRECISIONS, PRUNED_TRIALS, SCHEDULERS, SEARCHERS, SearchSettings
 
 #: ``launch.py <sub-command> ...``: module whose ``run(argv) -> int`` handles it
@@ -286,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BadInput as exc:  # DataError and UnknownSpaceError are BadInput too
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except OutOfSpace as exc:  # a search: says how to resume it
+    except SearchStopped as exc:  # a full disk, a lost MLflow store: says how to resume
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # a full disk under any other command (train, convert, report)

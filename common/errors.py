@@ -19,9 +19,14 @@ class UnknownSpaceError(BadInput, KeyError):
         return str(self.args[0])
 
 
-class OutOfSpace(Exception):
-    """A write failed because a disk or quota is full; printed as one line with the way to
-    continue, exit code 1 (the search's finished work is kept)."""
+class SearchStopped(Exception):
+    """Something the search depends on failed under it (a full disk, a tracking store that
+    stopped answering); printed as one line with the way to continue, exit code 1 (the
+    search's finished work is kept)."""
+
+
+class OutOfSpace(SearchStopped):
+    """A write failed because a disk or quota is full."""
 
 
 
@@ -40,3 +45,27 @@ def full_disk_error(exc: BaseException) -> OSError | None:
             return OSError(errno.ENOSPC, "SQLite: database or disk is full")
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+class TrackingFailed(RuntimeError):
+    """An MLflow write of the search failed (its store stopped answering, after MLflow's own
+    retries): the search stops, and ``--resume`` continues it once the store answers."""
+
+    def __init__(self, tracking_uri: str, cause: BaseException):
+        self.tracking_uri = tracking_uri
+        self.reason = root_cause(cause)
+        super().__init__(f"MLflow bookkeeping failed: {self.reason}")
+
+
+def root_cause(exc: BaseException) -> str:
+    """The first line of the innermost exception ``exc`` was raised from (``[Errno 111]
+    Connection refused`` rather than MLflow's and urllib3's wrappers around it)."""
+    seen: set[int] = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        inner = exc.__cause__ or exc.__context__
+        if inner is None:
+            break
+        exc = inner
+    text = (str(exc).strip().splitlines() or [""])[0][:160]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

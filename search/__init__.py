@@ -16,7 +16,9 @@ __all__ = ["SearchResult", "SearchSettings", "run_search"]
 
 def run_search(settings: SearchSettings) -> SearchResult:
     """Run (or resume) one search and return its result; raises ``common.errors.BadInput``
-    (with a message naming the fix) for settings or data that cannot be used."""
+    (with a message naming the fix) for settings or data that cannot be used, and
+    ``common.errors.SearchStopped`` (its message names the ``--resume`` command) where a disk
+    filled or the MLflow store stopped answering during the search."""
     from search.driver import run_search as run
 
     return run(settings)

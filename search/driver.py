@@ -22,7 +22,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from common.errors import BadInput, OutOfSpace, full_disk_error
+from common.errors import (
+    BadInput,
+    OutOfSpace,
+    SearchStopped,
+    TrackingFailed,
+    full_disk_error,
+)
 from common.paths import check_writable_dir, is_uri
 from common.signals import sigterm_as_interrupt
 from datasets import get_dataset
@@ -399,6 +405,9 @@ def restore_environment(saved: dict[str, str]) -> None:
 def _run_search(settings: SearchSettings) -> SearchResult:
     args = settings.checked()
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+    # MLflow prints two "View run" lines (after one more request) as each trial's run ends on
+    # a tracking server; the progress line and the summary say where the runs are.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     storage = args.storage
     remote = is_uri(storage)
     if not remote:
@@ -562,9 +571,19 @@ def _run_search(settings: SearchSettings) -> SearchResult:
         return _search(args, space, info, state, exp_dir, data_path, concurrency, dashboard,
                        knowledge)
     except Exception as exc:
-        if state is not None:  # no parent run is left RUNNING by a start that ended here
-            _close_parent_left_running(state, parent_status_before)
         full = full_disk_error(exc)
+        lost = tracking_failure(exc) if full is None else None
+        # No parent run is left RUNNING by a start that ended here, unless the store is what
+        # failed (closing the run would only wait out MLflow's retries once more).
+        if state is not None and lost is None:
+            _close_parent_left_running(state, parent_status_before)
+        if lost is not None:
+            raise SearchStopped(
+                f"the MLflow store {shown_uri(lost.tracking_uri)} failed during the search "
+                f"({lost.reason}); every trial's checkpoints and results are kept in "
+                f"{args.storage}. Once the store answers again, continue with: python "
+                f"launch.py --resume --experiment {args.experiment} --storage {args.storage}"
+            ) from exc
         if full is not None:
             where = f" ({full.filename})" if full.filename else ""
             resume = (f"python launch.py --resume --experiment {args.experiment} --storage "
@@ -575,6 +594,17 @@ def _run_search(settings: SearchSettings) -> SearchResult:
         raise
     finally:
         ray.shutdown()
+
+
+def tracking_failure(exc: BaseException) -> TrackingFailed | None:
+    """The :class:`TrackingFailed` that ``exc`` is, or was raised from or during."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, TrackingFailed):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _close_parent_left_running(state: ExperimentState, status_before: str) -> None:

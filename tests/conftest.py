@@ -125,41 +125,46 @@ def stop_tree(proc: subprocess.Popen) -> None:
             pass
 
 
+def start_mlflow_server(root: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """Start ``mlflow server`` on 127.0.0.1 (SQLite store ``root/mlflow.db``, proxied artifacts
+    in ``root/artifacts``, log appended to ``root/server.log``) and wait until it answers.
+    Returns the process (stop it with :func:`stop_tree`) and its URL."""
+    import urllib.request
+
+    port = port or free_port()
+    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
+    with open(root / "server.log", "a") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server",
+             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+             "--artifacts-destination", str(root / "artifacts"),
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            cwd=root, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as response:
+                if response.status == 200:
+                    return proc, url
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_tree(proc)
+            tail = (root / "server.log").read_text()[-2000:]
+            raise RuntimeError(f"mlflow server did not start: {tail}")
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     """A real ``mlflow server`` on 127.0.0.1 (SQLite store, proxied artifacts), stopped by pid
     at the end of the session. Yields its URL."""
-    import time
-    import urllib.request
-
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server",
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=root, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = (root / "server.log").read_text()[-2000:]
-                raise RuntimeError(f"mlflow server did not start: {tail}")
-            time.sleep(0.5)
         yield url
     finally:
         stop_tree(proc)
-        log.close()
 
 
 @pytest.fixture(scope="session")

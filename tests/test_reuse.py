@@ -36,6 +36,8 @@ def test_space_file_narrows_the_search_and_is_recorded(finished_search):
     seed = trials[0].params  # the seed configuration, projected into the narrowed space
     assert (seed["lr"], seed["batch_size"], seed["dropout"]) == (1e-3, 64, 0.0)
     assert "seed configuration" in finished_search.stdout
+    # no two "View run ... / View experiment ..." lines of MLflow's per trial on a server
+    assert "View run" not in finished_search.stdout, finished_search.stdout
 
     state = ExperimentState.load(state_path(finished_search.storage, finished_search.experiment))
     stored = state.data["settings"]["space_file"]

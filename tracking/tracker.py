@@ -23,6 +23,7 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
+from common.errors import TrackingFailed
 from tracking.record import SEED_TAG, same_config
 from tracking.state import ExperimentState
 from tracking.store import RUN_KIND_TAG
@@ -33,6 +34,10 @@ from trainables.checkpoint import FAILURE_KEY
 TRAIN_CHECKPOINT_KEY = "checkpoint_path"
 SKIP_KEYS = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint",
                                      "node_id", TRAIN_CHECKPOINT_KEY, FAILURE_KEY}
+
+
+#: seconds one MLflow write may wait before the search says the store is not answering
+STALL_WARNING_S = 30.0
 
 
 def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -70,16 +75,22 @@ class MlflowTracker(Callback):
         self._queue: queue.Queue | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._busy_since: float | None = None  # when the write in progress started
+        self._stall_warned = False
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_client=None, _state=None, _queue=None, _thread=None, _error=None)
+        state.update(_client=None, _state=None, _queue=None, _thread=None, _error=None,
+                     _busy_since=None, _stall_warned=False)
         return state
 
     # -- the writer thread --------------------------------------------------------------
-    def _submit(self, fn: Any, *args: Any) -> None:
+    def _raise_if_failed(self) -> None:
         if self._error is not None:
-            raise RuntimeError(f"MLflow bookkeeping failed: {self._error}") from self._error
+            raise TrackingFailed(self.tracking_uri, self._error) from self._error
+
+    def _submit(self, fn: Any, *args: Any) -> None:
+        self._raise_if_failed()
         if self._thread is None or not self._thread.is_alive():
             self._queue = queue.Queue()
             self._thread = threading.Thread(target=self._drain, name="mlflow-writer",
@@ -95,18 +106,44 @@ class MlflowTracker(Callback):
                 if fn is None:
                     return
                 if self._error is None:
+                    self._busy_since = time.monotonic()
                     fn(*args)
             except BaseException as exc:  # noqa: BLE001 - reported on the next event/flush
                 self._error = exc
             finally:
+                self._busy_since = None
                 self._queue.task_done()
 
     def flush(self) -> None:
-        """Wait until every queued MLflow write is done; raise if one failed."""
-        if self._queue is not None:
-            self._queue.join()
-        if self._error is not None:
-            raise RuntimeError(f"MLflow bookkeeping failed: {self._error}") from self._error
+        """Wait until every queued MLflow write is done; raise :class:`TrackingFailed` if one
+        failed. A write that waits long on its store is said while it waits."""
+        pending = self._queue
+        if pending is not None:
+            with pending.all_tasks_done:
+                while pending.unfinished_tasks:
+                    pending.all_tasks_done.wait(timeout=5.0)
+                    self._say_if_stalled()
+        self._say_if_stalled()
+        self._raise_if_failed()
+
+    def _say_if_stalled(self) -> None:
+        """One line when an MLflow write has waited :data:`STALL_WARNING_S` on its store
+        (MLflow retries for minutes, during which the search would seem to hang), and one
+        when writes go through again."""
+        since = getattr(self, "_busy_since", None)  # absent in trackers pickled before it
+        warned = getattr(self, "_stall_warned", False)
+        if since is not None and not warned and time.monotonic() - since >= STALL_WARNING_S:
+            from tracking.store import shown_uri
+
+            self._stall_warned = True
+            print(f"warning: the MLflow store {shown_uri(self.tracking_uri)} has not answered "
+                  f"for {time.monotonic() - since:.0f} s; MLflow retries for a few minutes "
+                  "(MLFLOW_HTTP_REQUEST_MAX_RETRIES, MLFLOW_HTTP_REQUEST_TIMEOUT) before the "
+                  "search stops, to be resumed", file=sys.stderr, flush=True)
+        elif since is None and warned and self._error is None:
+            self._stall_warned = False
+            print("the MLflow store answers again; the search goes on", file=sys.stderr,
+                  flush=True)
 
     def close(self) -> None:
         """Flush and stop the writer thread."""
@@ -227,6 +264,9 @@ class MlflowTracker(Callback):
                 changed = True
         if changed:
             self.state.save()
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self._say_if_stalled()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._submit(self._started, self._key(trial))
