@@ -117,7 +117,18 @@ def run(args: argparse.Namespace) -> int:
         raise BadInput(f"{where}: the model does not build ({type(exc).__name__}: "
                        f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); fix the config"
                        ) from None
-    return _train(args, doc, space, config, data, data_path, seed, options, samples, uri)
+    try:
+        return _train(args, doc, space, config, data, data_path, seed, options, samples, uri)
+    except Exception as exc:
+        from common.errors import SearchStopped, transport_failure
+        from tracking.store import shown_uri
+
+        reason = transport_failure(exc)
+        if reason is None:
+            raise
+        raise SearchStopped(f"the MLflow store {shown_uri(uri)} stopped answering during "
+                            f"training ({reason}); start it again (or give another "
+                            "--mlflow-uri) and run the command again") from exc
 
 
 def _train(args: argparse.Namespace, doc: Mapping[str, Any], space: Any, config: dict[str, Any],

@@ -69,3 +69,19 @@ def root_cause(exc: BaseException) -> str:
         exc = inner
     text = (str(exc).strip().splitlines() or [""])[0][:160]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def transport_failure(exc: BaseException) -> str | None:
+    """Why a request to an MLflow tracking server failed (its root cause, as
+    :func:`root_cause` gives it) where ``exc`` is or was raised from a failed HTTP transport
+    (refused, reset, timed out, retries exhausted); None for any other error."""
+    import requests
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, requests.exceptions.RequestException):
+            return root_cause(exc)
+        current = current.__cause__ or current.__context__
+    return None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import TrackingFailed, root_cause
+from common.errors import TrackingFailed, root_cause, transport_failure
 from tests.conftest import (
     REPO,
     free_port,
@@ -99,6 +99,18 @@ def test_a_write_to_a_stopped_server_fails_with_its_reason(tmp_path):
     except RuntimeError as outer:
         assert root_cause(outer) == "ConnectionRefusedError: [Errno 111] Connection refused"
     assert root_cause(ValueError()) == "ValueError"
+    import requests
+
+    try:
+        try:
+            raise requests.exceptions.ConnectionError("Max retries exceeded") from \
+                ConnectionRefusedError(111, "Connection refused")
+        except requests.exceptions.RequestException as inner:
+            raise RuntimeError("API request to http://127.0.0.1:9 failed") from inner
+    except RuntimeError as outer:
+        assert transport_failure(outer) == \
+            "ConnectionRefusedError: [Errno 111] Connection refused"
+    assert transport_failure(RuntimeError("a bug")) is None
 
 
 @pytest.mark.slow  # ~70 s: two server starts, a search stopped by the outage and its resume
@@ -169,3 +181,36 @@ def test_a_frozen_server_is_said_and_the_search_goes_on_when_it_answers(tmp_path
     assert parent == "FINISHED" and len(runs) == 6, runs
     for name, (status, steps) in runs.items():
         assert status == "FINISHED" and steps == [1, 2, 3], (name, status, steps)
+
+
+@pytest.mark.slow  # ~40 s: a server start and a training run stopped by its outage
+def test_train_whose_server_stops_answering_ends_in_one_line(tmp_path):
+    import yaml
+
+    from search_spaces import get_space
+
+    seed = dict(get_space("resnet1d").seed_config)
+    (tmp_path / "best.yaml").write_text(yaml.safe_dump({"space": "resnet1d", "config": seed}))
+    server, url = start_mlflow_server(tmp_path)
+    train = subprocess.Popen(
+        [sys.executable, str(REPO / "launch.py"), "train", "--config", "best.yaml",
+         "--max-epochs", "50", "--samples", "300", "--mlflow-uri", url],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, **FEW_RETRIES})
+    try:
+        assert train.stdout is not None
+        for line in train.stdout:  # the first epoch was logged
+            if line.startswith("epoch 1/50"):
+                break
+        stop_tree(server)
+        out, err = train.communicate(timeout=300)
+    finally:
+        stop_tree(server)
+        if train.poll() is None:
+            kill_tree(train.pid)
+    assert train.returncode == 1, (out[-2000:], err[-3000:])
+    assert "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == (
+        f"error: the MLflow store {url} stopped answering during training "
+        "(ConnectionRefusedError: [Errno 111] Connection refused); start it again (or give "
+        "another --mlflow-uri) and run the command again")
