@@ -28,6 +28,7 @@ from common.errors import (
     SearchStopped,
     TrackingFailed,
     full_disk_error,
+    transport_failure,
 )
 from common.paths import check_writable_dir, is_uri
 from common.signals import sigterm_as_interrupt
@@ -572,15 +573,23 @@ def _run_search(settings: SearchSettings) -> SearchResult:
                        knowledge)
     except Exception as exc:
         full = full_disk_error(exc)
+        # the tracker's writes, or the driver's own (a resume's reconciliation, the summary)
         lost = tracking_failure(exc) if full is None else None
+        reason = lost.reason if lost is not None else (
+            transport_failure(exc) if full is None else None)
         # No parent run is left RUNNING by a start that ended here, unless the store is what
         # failed (closing the run would only wait out MLflow's retries once more).
-        if state is not None and lost is None:
+        if state is not None and reason is None:
             _close_parent_left_running(state, parent_status_before)
-        if lost is not None:
+        if reason is not None and state is None:  # the search's set-up: nothing to resume
             raise SearchStopped(
-                f"the MLflow store {shown_uri(lost.tracking_uri)} failed during the search "
-                f"({lost.reason}); every trial's checkpoints and results are kept in "
+                f"the MLflow store {shown_uri(tracking_uri)} stopped answering ({reason}); "
+                "start it again (or give another --mlflow-uri) and run the same command again"
+            ) from exc
+        if reason is not None:
+            raise SearchStopped(
+                f"the MLflow store {shown_uri(state.data['tracking_uri'])} failed during the "
+                f"search ({reason}); every trial's checkpoints and results are kept in "
                 f"{args.storage}. Once the store answers again, continue with: python "
                 f"launch.py --resume --experiment {args.experiment} --storage {args.storage}"
             ) from exc
