@@ -70,13 +70,51 @@ def replace_missing_checkpoint(checkpoint: Any) -> str | None:
     return newest
 
 
+def forget_missing_checkpoints(trial: Any) -> list[str]:
+    """Drop from the trial's checkpoint bookkeeping (Ray's ``_CheckpointManager``, restored
+    with the experiment state) the kept checkpoints whose folders are gone, and return their
+    paths. Ray deletes a kept checkpoint once a better one arrives; deleting one that was
+    already removed after Ray last saved its state raised ``FileNotFoundError`` in its
+    checkpoint handling, which logged an error with a traceback and skipped the rest of the
+    new checkpoint's bookkeeping (seen on a resume after the MLflow store stopped answering).
+    """
+    from pyarrow import fs as pafs
+
+    manager = getattr(getattr(trial, "run_metadata", None), "checkpoint_manager", None)
+    kept = getattr(manager, "_checkpoint_results", None)
+    if not isinstance(kept, list):  # another Ray: nothing to repair here
+        return []
+    gone = []
+    for result in list(kept):
+        checkpoint = getattr(result, "checkpoint", None)
+        if checkpoint is None:
+            continue
+        try:
+            missing = checkpoint.filesystem.get_file_info(
+                checkpoint.path.rstrip("/")).type == pafs.FileType.NotFound
+        except Exception:  # noqa: BLE001 - unreachable storage: leave it to Ray
+            continue
+        if missing:
+            kept.remove(result)
+            gone.append(checkpoint.path)
+    return gone
+
+
 class RestoreFromNewestCheckpoint(Callback):
-    """Before Ray restores a trial, make the checkpoint it restores from exist (module doc)."""
+    """Before Ray restores a trial, make the checkpoint it restores from exist, and forget
+    the kept checkpoints that are gone (module doc)."""
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         checkpoint = trial.checkpoint
         if checkpoint is None:
             return
+        try:
+            self._restore_latest(trial, checkpoint)
+        finally:  # after the latest is replaced, which stays in the bookkeeping
+            forget_missing_checkpoints(trial)
+
+    @staticmethod
+    def _restore_latest(trial: Any, checkpoint: Any) -> None:
         try:
             newest = replace_missing_checkpoint(checkpoint)
         except Exception as exc:  # noqa: BLE001 - Ray's own restore then reports the problem

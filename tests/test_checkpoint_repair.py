@@ -57,3 +57,50 @@ def test_nothing_is_made_up_when_no_complete_checkpoint_is_left(tmp_path):
     assert replace_missing_checkpoint(Checkpoint(str(missing))) is None
     assert not missing.exists()
     assert (tmp_path / "checkpoint_000001" / CHECKPOINT_FILE).exists()
+
+
+def test_kept_checkpoints_that_are_gone_are_forgotten_before_the_restore(tmp_path):
+    """Ray's own checkpoint bookkeeping of a restored trial lists a kept checkpoint that was
+    removed after Ray last saved its state: when a better checkpoint arrives, Ray deletes the
+    worst kept one, and deleting the missing folder raised FileNotFoundError (which Tune
+    logged with a traceback, skipping the rest of the new checkpoint's handling)."""
+    import shutil
+    from types import SimpleNamespace
+
+    import pytest
+    from ray.train import CheckpointConfig
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.train._internal.session import _TrainingResult
+
+    from search.checkpoint_repair import RestoreFromNewestCheckpoint
+
+    def result(epoch: int, score: float) -> _TrainingResult:
+        folder = tmp_path / f"checkpoint_{epoch:06d}"
+        write_checkpoint(folder, epoch, time.time())
+        return _TrainingResult(checkpoint=Checkpoint(str(folder)),
+                               metrics={"val_top1": score, "epoch": epoch})
+
+    def restored_manager() -> _CheckpointManager:
+        manager = _CheckpointManager(CheckpointConfig(
+            num_to_keep=2, checkpoint_score_attribute="val_top1", checkpoint_score_order="max"))
+        for epoch, score in ((1, 0.2), (2, 0.5)):
+            manager.register_checkpoint(result(epoch, score))
+        return manager
+
+    manager = restored_manager()  # as Ray restores it: epochs 1 and 2 kept, 2 the latest
+    shutil.rmtree(tmp_path / "checkpoint_000001")  # removed after Ray last saved its state
+    with pytest.raises(FileNotFoundError):  # what Ray did with it on its own
+        manager.register_checkpoint(result(3, 0.9))
+
+    for folder in tmp_path.glob("checkpoint_*"):
+        shutil.rmtree(folder)
+    manager = restored_manager()
+    shutil.rmtree(tmp_path / "checkpoint_000001")
+    trial = SimpleNamespace(checkpoint=manager.latest_checkpoint_result.checkpoint,
+                            run_metadata=SimpleNamespace(checkpoint_manager=manager))
+    RestoreFromNewestCheckpoint().on_trial_start(0, [], trial)
+    assert [r.metrics["epoch"] for r in manager.best_checkpoint_results] == [2]
+    manager.register_checkpoint(result(3, 0.9))  # no error: nothing missing is deleted
+    assert [r.metrics["epoch"] for r in manager.best_checkpoint_results] == [2, 3]
+    assert sorted(p.name for p in tmp_path.glob("checkpoint_*")) == [
+        "checkpoint_000002", "checkpoint_000003"]
