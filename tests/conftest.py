@@ -125,21 +125,23 @@ def stop_tree(proc: subprocess.Popen) -> None:
             pass
 
 
-def start_mlflow_server(root: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+def start_mlflow_server(root: Path, port: int | None = None, *extra: str,
+                        env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     """Start ``mlflow server`` on 127.0.0.1 (SQLite store ``root/mlflow.db``, proxied artifacts
-    in ``root/artifacts``, log appended to ``root/server.log``) and wait until it answers.
+    in ``root/artifacts``, log appended to ``root/server.log``; ``extra`` flags and ``env``
+    added) and wait until it answers.
     Returns the process (stop it with :func:`stop_tree`) and its URL."""
     import urllib.request
 
     port = port or free_port()
-    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
     with open(root / "server.log", "a") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server",
              "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
              "--artifacts-destination", str(root / "artifacts"),
-             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            cwd=root, stdout=log, stderr=subprocess.STDOUT, env=env)
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *extra],
+            cwd=root, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:

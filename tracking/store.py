@@ -50,6 +50,7 @@ def resolve_mlflow_uri(uri: str | None) -> str:
             reason = getattr(exc, "reason", exc)
             raise BadInput(f"--mlflow-uri {uri}: tracking server unreachable ({reason}); "
                            "start it (mlflow server ...) or fix the URI") from None
+        check_server_access(uri)
         return uri
     if uri.startswith("postgresql"):
         return _checked_postgresql_uri(uri)
@@ -167,6 +168,37 @@ def _checked_postgresql_uri(uri: str) -> str:
     finally:
         engine.dispose()
     return uri
+
+
+def check_server_access(uri: str) -> None:
+    """Raise :class:`BadInput` if the tracking server at ``uri`` answers, but refuses MLflow's
+    client as configured here (an authenticated team server, ``mlflow server --app-name
+    basic-auth``, without MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD): checked with
+    one read, before any work, so a search does not end in a traceback after its data."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except MlflowException as exc:
+        status = exc.get_http_status_code()
+        if status == 401 and (os.environ.get("MLFLOW_TRACKING_USERNAME")
+                              or os.environ.get("MLFLOW_TRACKING_TOKEN")):
+            fix = ("it does not accept the credentials given (HTTP 401); check "
+                   "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
+                   "MLFLOW_TRACKING_TOKEN)")
+        elif status == 401:
+            fix = ("it asks for credentials (HTTP 401); set MLFLOW_TRACKING_USERNAME and "
+                   "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) to an account of that "
+                   "server")
+        elif status == 403:
+            fix = ("it refuses this account (HTTP 403); ask the server's administrator for "
+                   "access, or set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to "
+                   "another account")
+        else:
+            first = (str(exc).strip().splitlines() or [""])[0][:160]
+            fix = f"its API refused a read ({first}); check that the URI is an MLflow server's"
+        raise BadInput(f"--mlflow-uri {uri}: the tracking server answers, but {fix}") from None
 
 
 def shown_uri(uri: str) -> str:
