@@ -731,6 +731,11 @@ def _search(args: SearchSettings, space: Space, info: Any, state: ExperimentStat
                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
                            f"{_restore_hint(exp_dir)}") from None
     else:
+        import optuna
+
+        # no "[I ...] A new study created in memory" line beside the progress line
+        optuna.logging.set_verbosity(optuna.logging.INFO if args.verbose
+                                     else optuna.logging.WARNING)
         sampler = make_sampler(args.searcher, args.seed)
         centre = knowledge.get("prior")
         points = [dict(space.seed_config)]

@@ -52,6 +52,7 @@ def test_search_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "seed configuration" in result.stdout and "best checkpoint:" in result.stdout
     assert "trials 4/4 done" in result.stdout and "Trial status" not in result.stdout
+    assert "A new study created" not in result.stdout + result.stderr  # Optuna's INFO line
     client, parents, children = runs_of(db, "e2e")
     assert_exactly_once(client, parents, children, trials=4, max_epochs=3)
     parent = parents[0]
