@@ -391,15 +391,22 @@ def run_search(settings: SearchSettings) -> SearchResult:
         restore_environment(environment)
 
 
+#: variables a search sets for the rest of its process: the password a ``postgresql://``
+#: --mlflow-uri gave (the URI the search records has none), which reading the store again
+#: needs (``--export-best`` after the search, a notebook's report of it)
+KEPT_AFTER_A_SEARCH = frozenset({"PGPASSWORD"})
+
+
 def restore_environment(saved: dict[str, str]) -> None:
-    """Put ``os.environ`` back as it was before a search. The search and Ray's start set
-    variables for this search only (Tune's output style and loggers, a PostgreSQL store's
-    PGPASSWORD, Ray's PYTHONBREAKPOINT and auth mode) that would otherwise stay in a
-    notebook's process: its next ``breakpoint()`` would open Ray's remote debugger."""
-    for key in set(os.environ) - set(saved):
+    """Put ``os.environ`` back as it was before a search, but for
+    :data:`KEPT_AFTER_A_SEARCH`. The search and Ray's start set variables for this search
+    only (Tune's output style and loggers, Ray's PYTHONBREAKPOINT and auth mode) that would
+    otherwise stay in a notebook's process: its next ``breakpoint()`` would open Ray's
+    remote debugger."""
+    for key in set(os.environ) - set(saved) - KEPT_AFTER_A_SEARCH:
         del os.environ[key]
     for key, value in saved.items():
-        if os.environ.get(key) != value:
+        if key not in KEPT_AFTER_A_SEARCH and os.environ.get(key) != value:
             os.environ[key] = value
 
 
