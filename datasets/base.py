@@ -487,6 +487,51 @@ def check_filters(ds: Any, key: str, path: str) -> None:
                         f"{code} ({label}), which this installation cannot decode; {fix}")
 
 
+def groups_holding(f: Any, key: str, limit: int = 20_000) -> list[str]:
+    """Names of the groups below the top of ``f`` that hold a dataset called ``key`` (a NeXus
+    ``/entry/data``, one group per run), in file order; at most ``limit`` objects are visited."""
+    import h5py
+
+    found: list[str] = []
+    visited = 0
+
+    def look(name: str, obj: Any) -> bool | None:
+        nonlocal visited
+        visited += 1
+        if isinstance(obj, h5py.Dataset) and name.rsplit("/", 1)[-1] == key and "/" in name:
+            found.append("/" + name.rsplit("/", 1)[0])
+        return True if visited >= limit else None
+
+    with contextlib.suppress(Exception):  # an unreadable corner of the file only ends the hint
+        f.visititems(look)
+    return found
+
+
+def nested_hint(f: Any, keys: list[str], path: str) -> str | None:
+    """For schema datasets ``keys`` missing from the top of ``f`` but present in a group below
+    it: the one-line fix, a small file of external links that puts that group's datasets at
+    the top (no data copied), which ``--data`` then reads; ``None`` when no group holds them."""
+    import shlex
+
+    import h5py
+
+    groups = groups_holding(f, keys[0])
+    if not groups:
+        return None
+    group = groups[0]
+    members = [name for name, obj in f[group].items() if isinstance(obj, h5py.Dataset)]
+    source = Path(path)
+    links = source.with_name(f"{source.stem}_links.h5")
+    code = (f'import h5py; h5py.File({json.dumps(str(links))}, "w-").update('
+            f'{{k: h5py.ExternalLink({json.dumps(source.name)}, {json.dumps(group + "/")} + k) '
+            f'for k in {json.dumps(members)}}})')
+    where = f"group '{group}'" if len(groups) == 1 else \
+        f"groups {', '.join(repr(g) for g in groups[:3])}{' ...' if len(groups) > 3 else ''}"
+    return (f"the file holds it in {where}, and scitune reads the top level: put that "
+            f"group's datasets at the top of a small file of links (no data copied) with "
+            f"python -c {shlex.quote(code)} and pass --data {shlex.quote(str(links))}")
+
+
 def require_dataset(f: Any, key: str, path: str, *, ndim: int | None = None,
                     numeric: bool = True, integer: bool = False):
     """Return ``f[key]`` after checking presence, rank and dtype; else :class:`DataError`."""
@@ -496,10 +541,9 @@ def require_dataset(f: Any, key: str, path: str, *, ndim: int | None = None,
         raise DataError(f"--data {path}: '{key}' is a group, not a dataset; store the array "
                         f"itself as '{key}' (see README 'Data' for the schema)")
     if key not in f:
-        raise DataError(
-            f"--data {path}: missing dataset '{key}' (present: {', '.join(sorted(f.keys())) or 'none'});"
-            " see README 'Data' for the schema"
-        )
+        raise DataError(f"--data {path}: missing dataset '{key}' "
+                        f"(present: {', '.join(sorted(f.keys())) or 'none'}); "
+                        + (nested_hint(f, [key], path) or "see README 'Data' for the schema"))
     ds = f[key]
     check_storage(ds, key, path)
     if ndim is not None and ds.ndim != ndim:

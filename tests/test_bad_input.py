@@ -63,6 +63,7 @@ def make_inputs(root: Path) -> dict[str, Path]:
         "good": write_h5(root / "good.h5", good_x, good_y),
         "text": root / "notes.h5",
         "missing_key": write_h5(root / "nolabels.h5", good_x, None),
+        "in_a_group": root / "scan.h5",
         "wrong_rank": write_h5(root / "rank.h5", good_x[:, None, :], good_y),
         "strings": write_h5(root / "strings.h5", np.array([[b"x"] * 256] * 60), good_y),
         "nan": write_h5(root / "nan.h5", np.where(good_x > 0.999, np.nan, good_x), good_y),
@@ -71,6 +72,8 @@ def make_inputs(root: Path) -> dict[str, Path]:
         "mismatch": write_h5(root / "mismatch.h5", good_x, good_y[:-5]),
     }
     files["text"].write_text("patterns,labels\n1,2\n")
+    with h5py.File(files["in_a_group"], "w") as f:
+        f["entry/data/patterns"], f["entry/data/labels"] = good_x, good_y
     with h5py.File(root / "master.h5", "w") as f:  # a detector's master file, its data gone
         f["patterns"] = h5py.ExternalLink("data_000001.h5", "/entry/data")
         f["labels"] = good_y
@@ -113,6 +116,13 @@ ROWS = {
     "not HDF5": (["--data", "{text}"], "not an HDF5 file"),
     "truncated HDF5": (["--data", "{truncated}"], "damaged or truncated"),
     "missing dataset key": (["--data", "{missing_key}"], "missing dataset 'labels'"),
+    "the arrays inside a group (NeXus `/entry/data`)": (
+        ["--data", "{in_a_group}"],
+        "missing dataset 'patterns' (present: entry); the file holds it in group '/entry/data', "
+        "and scitune reads the top level: put that group's datasets at the top of a small file "
+        "of links (no data copied) with python -c 'import h5py; h5py.File(\"{root}/scan_links.h5\", "
+        "\"w-\").update({{k: h5py.ExternalLink(\"scan.h5\", \"/entry/data/\" + k) for k in "
+        "[\"labels\", \"patterns\"]}})' and pass --data {root}/scan_links.h5"),
     "wrong rank": (["--data", "{wrong_rank}"], "expected 2 dimensions"),
     "non-numeric dtype": (["--data", "{strings}"], "non-numeric dtype"),
     "NaN or inf": (["--data", "{nan}"], "NaN or inf"),
@@ -204,6 +214,7 @@ def test_bad_input_row(row, inputs, tmp_path):
     args, message = ROWS[row]
     names = {k: str(v) for k, v in files.items()} | {"root": str(root)}
     argv = [a.format(**names) for a in args]
+    message = message.format(**names) if "{root}" in message else message
     if "--storage" not in argv:
         argv += ["--storage", str(root / "ray")]
     if "--mlflow-uri" not in argv:

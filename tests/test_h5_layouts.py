@@ -105,6 +105,57 @@ def test_dangling_links_and_external_raw_files_are_named(tmp_path):
         load(raw)
 
 
+def test_datasets_inside_a_group_get_a_links_file_that_reads_them(tmp_path):
+    """A NeXus-style file keeps its arrays in a group ('/entry/data/patterns'); the error said
+    only "missing dataset 'patterns' (present: entry)". It now names the group and prints a
+    command that writes a small file of external links, which --data then reads as stored."""
+    import shlex
+    import subprocess
+    import sys
+
+    x = patterns()
+    labels = np.arange(80) % 14
+    source = tmp_path / "scan 7.h5"  # a space in the name: the printed command must quote it
+    with h5py.File(source, "w") as f:
+        f["entry/title"] = "powder scan"
+        f["entry/data/patterns"] = x
+        f["entry/data/labels"] = labels
+    with pytest.raises(DataError) as refused:
+        load(source)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "missing dataset 'patterns' (present: entry)" in message
+    assert "in group '/entry/data'" in message
+    command, links = message.split(" with python -c ", 1)[1].split(" and pass --data ")
+    links_path = Path(shlex.split(links)[0])
+    assert links_path == tmp_path / "scan 7_links.h5"
+    elsewhere = tmp_path / "elsewhere"  # the links resolve beside the links file, not here
+    elsewhere.mkdir()
+    subprocess.run([sys.executable, "-c", *shlex.split(command)], cwd=elsewhere, check=True)
+    data = load(links_path)
+    assert np.array_equal(data.batch("x", data.train), x[data.train])
+    assert np.array_equal(data.batch("x", data.val), x[data.val])
+    with h5py.File(source, "r") as f:  # the source is untouched
+        assert sorted(f) == ["entry"] and np.array_equal(f["entry/data/patterns"][()], x)
+    done = subprocess.run([sys.executable, "-c", *shlex.split(command)], cwd=elsewhere,
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "exists" in done.stderr  # never overwrites a file
+
+    runs = tmp_path / "runs.h5"
+    with h5py.File(runs, "w") as f:
+        for run in ("run_1", "run_2"):
+            f[f"{run}/patterns"] = x
+            f[f"{run}/labels"] = labels
+    with pytest.raises(DataError, match="in groups '/run_1', '/run_2'"):
+        load(runs)
+    flat = tmp_path / "flat.h5"
+    with h5py.File(flat, "w") as f:
+        f["labels"] = labels
+    with pytest.raises(DataError, match=r"missing dataset 'patterns' \(present: labels\); "
+                                        "see README 'Data' for the schema$"):
+        load(flat)
+
+
 @pytest.mark.parametrize("compression", ["Bitshuffle", "Blosc", "Zstd"])
 def test_plugin_compressed_files_are_read_as_stored(compression, tmp_path):
     """Files compressed with the filters of hdf5plugin (Bitshuffle/LZ4 as Eiger detectors
