@@ -547,17 +547,55 @@ def require_dataset(f: Any, key: str, path: str, *, ndim: int | None = None,
     ds = f[key]
     check_storage(ds, key, path)
     if ndim is not None and ds.ndim != ndim:
+        hint = "; store one class number per sample" if integer and ndim == 1 else ""
         raise DataError(
             f"--data {path}: dataset '{key}' has shape {ds.shape}, expected {ndim} dimensions"
+            f"{hint}"
         )
     kind = ds.dtype.kind
     if integer and kind not in "iu":
-        raise DataError(f"--data {path}: dataset '{key}' has dtype {ds.dtype}, expected integers")
+        hint = f" (numpy: {key}.astype(np.int64))" if kind == "f" else ""
+        raise DataError(f"--data {path}: dataset '{key}' has dtype {ds.dtype}, expected "
+                        f"integers{hint}")
     if numeric and kind not in "iuf":
         raise DataError(
             f"--data {path}: dataset '{key}' has non-numeric dtype {ds.dtype}; store numbers"
         )
     return ds
+
+
+def class_labels(f: Any, key: str, path: str) -> tuple[np.ndarray, str | None, int | None]:
+    """A user's class labels ``f[key]`` as ``(N,)`` int64, with how they were stored where
+    that was not ``(N,)`` integers (a column, one-hot rows, whole numbers as floats: the forms
+    numpy, pandas and Keras-style code write) and the one-hot width; anything else (text,
+    fractions, rows that are not one-hot) raises :class:`DataError` naming the fix."""
+    ds = require_dataset(f, key, path, numeric=False)
+    kind = ds.dtype.kind
+    if kind not in "iuf":
+        what = "text" if kind in "SUO" else "no numbers"
+        raise DataError(f"--data {path}: dataset '{key}' holds {what} (dtype {ds.dtype}); "
+                        "store class numbers as integers, one per sample (see README 'Data')")
+    y = read_rows(ds, path, key)
+    how, width = None, None
+    if y.ndim == 2 and y.shape[1] == 1:
+        y, how = y[:, 0], f"a column {ds.shape}"
+    elif y.ndim == 2 and y.shape[1] > 1:
+        hot = y == 1
+        if not (np.all(hot.sum(axis=1) == 1) and np.all(hot | (y == 0))):
+            raise DataError(f"--data {path}: dataset '{key}' has shape {ds.shape}, and its rows "
+                            "are not one-hot; store one class number per sample, shape "
+                            f"({ds.shape[0]},)")
+        y, how, width = hot.argmax(axis=1), f"one-hot rows over {y.shape[1]} classes", y.shape[1]
+    elif y.ndim != 1:
+        raise DataError(f"--data {path}: dataset '{key}' has shape {ds.shape}; store one class "
+                        f"number per sample, shape ({ds.shape[0] if ds.shape else 'N'},)")
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if bad.any():
+            raise DataError(f"--data {path}: dataset '{key}' holds {float(y[bad][0]):g} (row "
+                            f"{int(np.argmax(bad))}); class labels are whole numbers")
+        how = how or f"whole numbers as {ds.dtype}"
+    return y.astype(np.int64), how, width
 
 
 def read_rows(ds: Any, path: str, key: str, start: int = 0, stop: int | None = None

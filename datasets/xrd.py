@@ -46,6 +46,7 @@ from datasets.base import (
     cache_key,
     check_finite,
     check_room,
+    class_labels,
     int_option,
     memmap_dataset,
     open_h5,
@@ -334,11 +335,13 @@ def _prepare_h5(path: str, options: Mapping[str, str]) -> str:
     modified). Without a ``label_set`` attribute the file is Bravais by the schema, announced
     with the options that say otherwise."""
     with open_h5(path) as f:
-        require_dataset(f, "patterns", path, ndim=2)
-        labels = require_dataset(f, "labels", path, ndim=1, integer=True)
+        rows = require_dataset(f, "patterns", path, ndim=2).shape[0]
+        y, stored_as, one_hot = class_labels(f, "labels", path)
         declared = f.attrs.get("label_set")
         declared = None if declared is None else str(declared)
-        y = labels[()]
+    if stored_as is not None and y.shape[0] != rows:
+        raise DataError(f"--data {path}: 'patterns' has {rows} rows but 'labels' has "
+                        f"{y.shape[0]}; they must match")
     if y.size == 0 or (declared is not None and declared not in LABEL_SETS):
         validate(path)  # raises: zero samples or an unknown label_set attribute
     lo, hi = int(y.min()), int(y.max())
@@ -357,8 +360,13 @@ def _prepare_h5(path: str, options: Mapping[str, str]) -> str:
         _check_range(path, label_set, base, lo, hi)
     else:
         why = " (no label_set attribute)"
-        label_set, base, assumed = resolve_labels(path, lo, hi, options, default_set="bravais")
-    if base == (1 if label_set == "space_group" else 0) and label_set == (declared or "bravais"):
+        label_set, base, assumed = resolve_labels(
+            path, lo, hi, options, default_set=None if one_hot else "bravais", one_hot=one_hot)
+    if stored_as is not None:
+        importing.assume(f"the labels of {path} (stored as {stored_as}) hold one class per "
+                         "sample; they are read into the cache as the schema's (N,) integers")
+    if stored_as is None and base == (1 if label_set == "space_group" else 0) \
+            and label_set == (declared or "bravais"):
         validate(path)
         _announce(path, label_set, base, lo, hi, assumed, why)
         return os.path.abspath(path)
@@ -375,7 +383,7 @@ def _prepare_h5(path: str, options: Mapping[str, str]) -> str:
             for key, value in src.attrs.items():
                 if key != "label_set":
                     f.attrs[key] = value
-            _write_labels(f, src["labels"][()], label_set, base, lo, hi)
+            _write_labels(f, y, label_set, base, lo, hi)
 
     target = importing.import_once(source=path, files=[Path(path)], importer="xrd",
                                    version=IMPORT_VERSION, write=write, validate=validate,

@@ -156,6 +156,46 @@ def test_datasets_inside_a_group_get_a_links_file_that_reads_them(tmp_path):
         load(flat)
 
 
+@pytest.mark.parametrize("form", ["column", "one_hot", "floats"])
+def test_labels_as_numpy_and_keras_code_store_them_read_as_classes(form, tmp_path):
+    """Class labels written as a column (N, 1), one-hot rows (N, 14) (as the seed's own Y) or
+    whole numbers in floats (pandas): each was refused ("expected 1 dimensions", "expected
+    integers"); they are read as the same classes as (N,) integers."""
+    x = patterns()
+    y = np.random.default_rng(1).permutation(np.arange(80) % 14)
+    stored = {"column": y[:, None], "one_hot": np.eye(14, dtype=np.float32)[y],
+              "floats": y.astype(np.float64)}[form]
+    with h5py.File(tmp_path / "plain.h5", "w") as f:
+        f["patterns"], f["labels"] = x, y
+    with h5py.File(tmp_path / f"{form}.h5", "w") as f:
+        f["patterns"], f["labels"] = x, stored
+    plain, data = load(tmp_path / "plain.h5"), load(tmp_path / f"{form}.h5")
+    for split in ("train", "val", "test"):
+        rows = getattr(data, split)
+        assert np.array_equal(rows, getattr(plain, split))
+        assert np.array_equal(data.batch("y", rows), y[rows])
+        assert np.array_equal(data.batch("x", rows), x[rows])
+    assert data.info.num_classes == 14
+
+
+def test_labels_that_are_not_classes_name_the_fault(tmp_path):
+    x = patterns()
+    y = np.arange(80) % 14
+    faults = {
+        "text": (np.array([b"cP", b"tI"] * 40), r"holds text \(dtype \|S2\); store class numbers"),
+        "fractions": (y + 0.5, r"holds 0.5 \(row 0\); class labels are whole numbers"),
+        "not one-hot": (np.full((80, 14), 0.5), r"shape \(80, 14\), and its rows are not one-hot"),
+        "three dimensions": (y.reshape(80, 1, 1), r"shape \(80, 1, 1\); store one class number"),
+        "a column too short": (y[:70, None], "'patterns' has 80 rows but 'labels' has 70"),
+    }
+    for name, (labels, message) in faults.items():
+        path = tmp_path / f"{name}.h5"
+        with h5py.File(path, "w") as f:
+            f["patterns"], f["labels"] = x, labels
+        with pytest.raises(DataError, match=message):
+            load(path)
+
+
 @pytest.mark.parametrize("compression", ["Bitshuffle", "Blosc", "Zstd"])
 def test_plugin_compressed_files_are_read_as_stored(compression, tmp_path):
     """Files compressed with the filters of hdf5plugin (Bitshuffle/LZ4 as Eiger detectors
