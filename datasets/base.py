@@ -575,20 +575,27 @@ def class_labels(f: Any, key: str, path: str) -> tuple[np.ndarray, str | None, i
         what = "text" if kind in "SUO" else "no numbers"
         raise DataError(f"--data {path}: dataset '{key}' holds {what} (dtype {ds.dtype}); "
                         "store class numbers as integers, one per sample (see README 'Data')")
-    y = read_rows(ds, path, key)
+    shape = ds.shape
     how, width = None, None
-    if y.ndim == 2 and y.shape[1] == 1:
-        y, how = y[:, 0], f"a column {ds.shape}"
-    elif y.ndim == 2 and y.shape[1] > 1:
-        hot = y == 1
-        if not (np.all(hot.sum(axis=1) == 1) and np.all(hot | (y == 0))):
-            raise DataError(f"--data {path}: dataset '{key}' has shape {ds.shape}, and its rows "
-                            "are not one-hot; store one class number per sample, shape "
-                            f"({ds.shape[0]},)")
-        y, how, width = hot.argmax(axis=1), f"one-hot rows over {y.shape[1]} classes", y.shape[1]
-    elif y.ndim != 1:
-        raise DataError(f"--data {path}: dataset '{key}' has shape {ds.shape}; store one class "
-                        f"number per sample, shape ({ds.shape[0] if ds.shape else 'N'},)")
+    if len(shape) == 2 and shape[1] == 1:
+        y, how = read_rows(ds, path, key)[:, 0], f"a column {shape}"
+    elif len(shape) == 2 and shape[1] > 1:
+        width, how = shape[1], f"one-hot rows over {shape[1]} classes"
+        y = np.empty(shape[0], np.int64)
+        step = max(1, 2**24 // shape[1])  # rows per read: about 16 M values
+        for begin in range(0, shape[0], step):
+            block = read_rows(ds, path, key, begin, begin + step)
+            hot = block == 1
+            if not (np.all(hot.sum(axis=1) == 1) and np.all(hot | (block == 0))):
+                raise DataError(f"--data {path}: dataset '{key}' has shape {shape}, and its "
+                                "rows are not one-hot; store one class number per sample, "
+                                f"shape ({shape[0]},)")
+            y[begin : begin + len(block)] = hot.argmax(axis=1)
+    elif len(shape) != 1:
+        raise DataError(f"--data {path}: dataset '{key}' has shape {shape}; store one class "
+                        f"number per sample, shape ({shape[0] if shape else 'N'},)")
+    else:
+        y = read_rows(ds, path, key)
     if y.dtype.kind == "f":
         bad = ~np.isfinite(y) | (y != np.round(y))
         if bad.any():
