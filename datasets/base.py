@@ -638,18 +638,25 @@ def check_finite(ds: Any, path: str, key: str, chunk_rows: int = 4096) -> None:
             )
 
 
+def maps_in_place(ds: Any) -> bool:
+    """Whether ``numpy.memmap`` can read dataset ``ds`` where it lies (contiguous, not
+    compressed, not virtual, its bytes allocated in a plain file), so that every process
+    reading it shares one copy in the page cache; other datasets are read into each process's
+    memory."""
+    if ds.chunks is not None or ds.compression is not None or ds.is_virtual:
+        return False
+    # an external link's dataset lives in another file: that file is mapped, at its offset
+    return ds.id.get_offset() is not None and os.path.isfile(ds.file.filename)
+
+
 def memmap_dataset(path: str, key: str) -> np.ndarray:
     """A read-only view of ``path[key]``: ``numpy.memmap`` when the dataset is contiguous and
     uncompressed (the fast, shared path), an in-memory copy otherwise (chunked/compressed)."""
     with read_h5(path) as f:
         ds = f[key]
-        offset = ds.id.get_offset()
-        # an external link's dataset lives in another file: map that file, at its offset
-        where = ds.file.filename
-        if ds.chunks is None and ds.compression is None and offset is not None \
-                and os.path.isfile(where):
-            return native_byte_order(np.memmap(where, dtype=ds.dtype, mode="r", offset=offset,
-                                               shape=ds.shape))
+        if maps_in_place(ds):
+            return native_byte_order(np.memmap(ds.file.filename, dtype=ds.dtype, mode="r",
+                                               offset=ds.id.get_offset(), shape=ds.shape))
         return native_byte_order(read_rows(ds, str(path), key))
 
 

@@ -28,7 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import DataError
-from datasets.base import atomic_h5, cache_dir, cache_key
+from datasets.base import (
+    DISK_MARGIN,
+    atomic_h5,
+    cache_dir,
+    cache_key,
+    maps_in_place,
+    read_h5,
+    read_rows,
+)
 
 #: files at least this large (together) get a progress bar while they are hashed
 PROGRESS_BYTES = 64 * 2**20
@@ -127,3 +135,85 @@ def progress(items: Iterable[Any], total: int, desc: str) -> Iterable[Any]:
 
     return tqdm(items, total=total, desc=desc, unit="file", file=sys.stderr,
                 disable=total < 200)
+
+
+#: a file whose chunked or compressed datasets hold at least this many bytes (uncompressed)
+#: is read through one uncompressed copy in the cache (see :func:`mappable_copy`)
+COPY_BYTES = 64 * 2**20
+COPY_VERSION = 1
+
+
+def unmapped_bytes(path: str) -> int:
+    """Uncompressed bytes of the top-level datasets of ``path`` that a memory map cannot read
+    in place (chunked, compressed or virtual: each reading process holds its own copy)."""
+    import h5py
+
+    total = 0
+    with read_h5(path) as f:
+        for name in f:
+            ds = f[name]
+            if isinstance(ds, h5py.Dataset) and ds.shape and not maps_in_place(ds):
+                total += ds.size * ds.dtype.itemsize
+    return total
+
+
+def mappable_copy(prepared: str, source: str) -> str:
+    """The file trials read for ``--data source`` (prepared as ``prepared``): the file itself,
+    or, where its chunked or compressed datasets hold :data:`COPY_BYTES` or more, one
+    uncompressed, contiguous copy in the cache (made once per content, with a progress bar).
+
+    Read as they are, such datasets are decompressed into the memory of every process that
+    reads them, the driver and each trial, at the start of every trial; the copy is memory-
+    mapped instead, so that the trials on a machine share one copy in its page cache. Where
+    the cache's disk has no room for it, the file is read as it is and the run says so."""
+    import shutil
+
+    import h5py
+
+    size = unmapped_bytes(prepared)
+    if size < COPY_BYTES:
+        return prepared
+    free = shutil.disk_usage(cache_dir() if cache_dir().exists() else Path.home()).free
+    if size > free * (1 - DISK_MARGIN):
+        print(f"data: {source} is compressed or chunked ({size / 1e9:.1f} GB uncompressed) and "
+              f"the cache's disk has {free / 1e9:.1f} GB free, too little for an uncompressed "
+              "copy: every trial reads it into its own memory (set SCITUNE_CACHE to a larger "
+              "disk, or store the file uncompressed: h5repack -f NONE IN.h5 OUT.h5)",
+              file=sys.stderr, flush=True)
+        return prepared
+
+    def write(f: Any, files: Sequence[Path]) -> None:
+        from tqdm import tqdm
+
+        with read_h5(prepared) as src, tqdm(
+                total=size, desc="uncompressing --data into the cache", unit="B",
+                unit_scale=True, file=sys.stderr, disable=size < PROGRESS_BYTES) as bar:
+            f.attrs.update(dict(src.attrs))
+            for name in src:
+                ds = src[name]
+                if not isinstance(ds, h5py.Dataset) or not ds.shape or ds.dtype.kind not in "biuf":
+                    src.copy(ds, f, name=name)  # groups, scalars, text: small, kept as they are
+                    continue
+                out = f.create_dataset(name, shape=ds.shape, dtype=ds.dtype)
+                out.attrs.update(dict(ds.attrs))
+                row_bytes = max(1, ds.size // max(1, ds.shape[0]) * ds.dtype.itemsize)
+                step = max(1, 2**26 // row_bytes)
+                for start in range(0, ds.shape[0], step):
+                    block = read_rows(ds, source, name, start, start + step)
+                    out[start : start + len(block)] = block
+                    if not maps_in_place(ds):
+                        bar.update(block.nbytes)
+
+    files = [Path(prepared)]
+    with read_h5(prepared) as f:  # the files that links and virtual datasets read too
+        linked = {Path(f[name].file.filename) for name in f
+                  if isinstance(f[name], h5py.Dataset)}
+        for name in f:
+            ds = f[name]
+            if isinstance(ds, h5py.Dataset) and ds.is_virtual:
+                here = Path(prepared).parent
+                linked |= {here / v.file_name for v in ds.virtual_sources()
+                           if v.file_name != "." and (here / v.file_name).is_file()}
+    files += sorted(p for p in linked if p.resolve() != Path(prepared).resolve())
+    return import_once(source=source, files=files, importer="uncompressed",
+                       version=COPY_VERSION, write=write, validate=lambda path: None)

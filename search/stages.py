@@ -17,6 +17,7 @@ from typing import Any
 from common.errors import DataError
 from datasets import get_dataset
 from datasets.base import DataSplits, UpstreamModel
+from datasets.importing import mappable_copy
 from search_spaces import Space, Upstream, get_space, registry
 from tracking.record import SearchRecord
 from trainables.loop import FitSettings, fit
@@ -102,8 +103,11 @@ def prepare_data(space: Space | str, path: str | None, samples: int, seed: int,
     upstream = resolve(stages, options, seed, tracking_uri)
     try:
         if upstream:
-            return spec.prepare(path, samples, seed, options, upstream=upstream)
-        return spec.prepare(path, samples, seed, options)
+            prepared = spec.prepare(path, samples, seed, options, upstream=upstream)
+        else:
+            prepared = spec.prepare(path, samples, seed, options)
+        # a user's compressed or chunked file: read through one memory-mapped copy
+        return prepared if path is None else mappable_copy(prepared, path)
     except OSError as exc:
         # HDF5's read failures (a damaged chunk, a filter that cannot decode it) are
         # OSErrors without errno; a full disk or a missing folder keeps its errno and its

@@ -196,6 +196,45 @@ def test_labels_that_are_not_classes_name_the_fault(tmp_path):
             load(path)
 
 
+def test_a_large_compressed_file_is_read_through_one_mapped_copy(tmp_path, monkeypatch):
+    """Compressed or chunked datasets were decompressed into the memory of the driver and of
+    every trial, at every trial's start; above COPY_BYTES the file is read through one
+    uncompressed copy in the cache, made once, memory-mapped (shared by the trials)."""
+    import os
+
+    from datasets import importing
+
+    x = patterns(rows=120)
+    source = tmp_path / "gzip.h5"
+    with h5py.File(source, "w") as f:
+        f.create_dataset("patterns", data=x, chunks=(16, 256), compression="gzip")
+        f["labels"] = np.arange(120) % 14
+        f.attrs["wavelength_angstrom"] = 1.5406
+        f["entry/title"] = "kept"
+    before = source.read_bytes()
+    space = registry()[SPACE]
+    assert prepare_data(space, str(source), 0, 0, {}) == str(source)  # small: read as it is
+    data = get_dataset(space.dataset).load(str(source), 0, {})
+    assert not isinstance(data.arrays["x"], np.memmap)
+    monkeypatch.setattr(importing, "COPY_BYTES", x.nbytes)
+    copy = prepare_data(space, str(source), 0, 0, {})
+    assert copy != str(source) and Path(copy).parent == importing.cache_dir()
+    data = get_dataset(space.dataset).load(copy, 0, {})
+    assert isinstance(data.arrays["x"], np.memmap)
+    assert np.array_equal(data.arrays["x"], x)
+    with h5py.File(copy, "r") as f:
+        assert f.attrs["wavelength_angstrom"] == 1.5406 and f["entry/title"][()] == b"kept"
+        assert f.attrs["imported_from"] == str(source)
+    made = os.stat(copy).st_mtime_ns
+    assert prepare_data(space, str(source), 0, 0, {}) == copy  # once per content
+    assert os.stat(copy).st_mtime_ns == made
+    assert source.read_bytes() == before
+    plain = tmp_path / "plain.h5"
+    with h5py.File(plain, "w") as f:
+        f["patterns"], f["labels"] = x, np.arange(120) % 14
+    assert prepare_data(space, str(plain), 0, 0, {}) == str(plain)  # mapped where it lies
+
+
 @pytest.mark.parametrize("compression", ["Bitshuffle", "Blosc", "Zstd"])
 def test_plugin_compressed_files_are_read_as_stored(compression, tmp_path):
     """Files compressed with the filters of hdf5plugin (Bitshuffle/LZ4 as Eiger detectors
