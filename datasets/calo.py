@@ -58,6 +58,7 @@ from datasets.base import (
     check_finite,
     check_room,
     memmap_dataset,
+    no_such_data,
     open_h5,
     read_h5,
     reject_unknown_options,
@@ -159,7 +160,7 @@ def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str
             generate(samples, bins, mu, data_seed, target)
         return str(target)
     if not os.path.exists(path):
-        raise DataError(f"--data {path}: no such file; check the path")
+        raise no_such_data(path)
     if os.path.isdir(path) or _is_seed_file(path):
         return import_seed_files(path, options)
     validate(path)

@@ -58,6 +58,7 @@ from datasets.base import (
     check_room,
     int_option,
     memmap_dataset,
+    no_such_data,
     open_h5,
     read_h5,
     reject_unknown_options,
@@ -263,7 +264,7 @@ def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str
             generate(samples, size, data_seed, target)
         return str(target)
     if not os.path.exists(path):
-        raise DataError(f"--data {path}: no such file; check the path (or --data digits)")
+        raise no_such_data(path, "check the path (or --data digits)")
     if os.path.isdir(path):
         return import_png_folder(path)
     if Path(path).suffix.lower() == ".png":

@@ -69,6 +69,7 @@ from datasets.base import (
     check_room,
     int_option,
     memmap_dataset,
+    no_such_data,
     open_h5,
     reject_unknown_options,
     require_dataset,
@@ -467,7 +468,7 @@ def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str
         path = str(target)
     else:
         if not os.path.exists(path):
-            raise DataError(f"--data {path}: no such file; check the path")
+            raise no_such_data(path)
         if _is_bin_source(path):
             path = import_bin(path, options)  # checked by ``validate`` as it was imported
             with open_h5(path) as f:

@@ -85,6 +85,7 @@ from datasets.base import (
     check_room,
     int_option,
     memmap_dataset,
+    no_such_data,
     open_h5,
     reject_unknown_options,
     require_dataset,
@@ -522,7 +523,7 @@ def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str
         n = samples
     else:
         if not os.path.exists(path):
-            raise DataError(f"--data {path}: no such file; check the path")
+            raise no_such_data(path)
         source = path
         if _is_hit_file(path):
             path = _import_hits(path, options)

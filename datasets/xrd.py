@@ -49,6 +49,7 @@ from datasets.base import (
     class_labels,
     int_option,
     memmap_dataset,
+    no_such_data,
     open_h5,
     read_h5,
     reject_unknown_options,
@@ -435,7 +436,7 @@ def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str
             generate(samples, data_seed, grid, target, intensities, orientation)
         return str(target)
     if not os.path.exists(path):
-        raise DataError(f"--data {path}: no such file; check the path")
+        raise no_such_data(path)
     if Path(path).suffix in (".pt", ".pth"):
         prepared = import_torch_file(path, options)
     else:

@@ -114,6 +114,12 @@ def make_inputs(root: Path) -> dict[str, Path]:
 ROWS = {
     "missing --data file": (["--data", "{root}/absent.h5"], "no such file"),
     "not HDF5": (["--data", "{text}"], "not an HDF5 file"),
+    "a group inside a file as `--data` (silx's `FILE::/group`)": (
+        ["--data", "{in_a_group}::/entry/data"],
+        "no such file; --data takes a file, not a group in it: put that group's datasets at "
+        "the top of a small file of links (no data copied) with python -c "),
+    "a folder as `--data` where the space reads one HDF5 file": (
+        ["--data", "{root}"], "a folder, not a file; give the HDF5 file itself (it holds "),
     "truncated HDF5": (["--data", "{truncated}"], "damaged or truncated"),
     "missing dataset key": (["--data", "{missing_key}"], "missing dataset 'labels'"),
     "the arrays inside a group (NeXus `/entry/data`)": (

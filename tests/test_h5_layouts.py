@@ -140,6 +140,18 @@ def test_datasets_inside_a_group_get_a_links_file_that_reads_them(tmp_path):
     done = subprocess.run([sys.executable, "-c", *shlex.split(command)], cwd=elsewhere,
                           capture_output=True, text=True)
     assert done.returncode != 0 and "exists" in done.stderr  # never overwrites a file
+    with pytest.raises(DataError, match="scan 7_links2.h5"):  # the next name not in use
+        load(source)
+    for named in (f"{source}::/entry/data", f"{source}::entry/data", f"{source}:/entry/data"):
+        with pytest.raises(DataError, match=r"no such file; --data takes a file, not a group "
+                                            r"in it: put that group's datasets at the top"):
+            load(Path(named))
+    for wrong in (f"{source}::/entry/nothing", f"{tmp_path}/absent.h5::/entry"):
+        with pytest.raises(DataError, match="no such file; check the path$"):
+            load(Path(wrong))
+    with pytest.raises(DataError, match=r"a folder, not a file; give the HDF5 file itself "
+                                        r"\(it holds scan 7.h5, scan 7_links.h5\)"):
+        load(tmp_path)
 
     runs = tmp_path / "runs.h5"
     with h5py.File(runs, "w") as f:
