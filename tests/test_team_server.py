@@ -100,7 +100,7 @@ def postgres():
     try:
         wait_for(lambda: subprocess.run([bin_dir / "pg_isready", "-q"], env=env).returncode == 0,
                  "postgres", proc, log, timeout=60)
-        yield SimpleNamespace(port=port, env=env, root=root, bin=bin_dir)
+        yield SimpleNamespace(port=port, env=env, root=root, bin=bin_dir, proc=proc)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)  # PostgreSQL's "fast" shutdown
@@ -302,3 +302,44 @@ def test_unreachable_or_refused_postgresql_is_one_line_exit_2(postgres, tmp_path
         assert reason in result.stderr and "Traceback" not in result.stderr
         assert ":wrong@" not in result.stderr and ":pw@" not in result.stderr  # hidden
     assert not (tmp_path / "ray").exists()
+
+
+def test_a_team_server_whose_database_fails_is_refused_in_one_line(team_server, postgres,
+                                                                   tmp_path):
+    """A running team server whose PostgreSQL fails behind it: its /health still answers.
+    First a damaged database (a table renamed away: the API answers HTTP 500 at once), then
+    PostgreSQL stopped (the server answers each read with 500 only after about 100 s of its
+    own retries). A search waited about four minutes in silence and then blamed the URI; it
+    is refused in one line naming the server's store. The last test of this module: it stops
+    the module's PostgreSQL."""
+
+    def search() -> tuple[list[str], float]:
+        started = time.monotonic()
+        result = run_cli(*SEARCH, "--trials", "4", "--experiment", "store-down",
+                         "--mlflow-uri", team_server.url, "--storage", str(tmp_path / "ray"),
+                         cwd=tmp_path, timeout=300)
+        assert result.returncode == 2, result.stderr[-2000:]
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert "(its --backend-store-uri database) may be down" in lines[0], lines[0]
+        assert not (tmp_path / "ray").exists()
+        return lines, time.monotonic() - started
+
+    psql(postgres, "mlflow", "ALTER TABLE experiments RENAME TO experiments_away")
+    try:
+        lines, took = search()
+        assert "the tracking server answers, but its API fails (HTTP 500: " in lines[0], lines
+        assert took < 60, took
+    finally:
+        psql(postgres, "mlflow", "ALTER TABLE experiments_away RENAME TO experiments")
+
+    postgres.proc.send_signal(signal.SIGINT)  # PostgreSQL's "fast" shutdown, by pid
+    postgres.proc.wait(timeout=60)
+    with urllib.request.urlopen(team_server.url + "/health", timeout=5) as response:
+        assert response.status == 200
+    lines, took = search()
+    # the server answers 500 at once or after its own retries, by the state of its pool
+    assert ("answers its health check, but a read took longer than 25 s, 2 times" in lines[0]
+            or "the tracking server answers, but its API fails (HTTP 500: " in lines[0]), lines
+    assert "<" not in lines[0], lines  # no HTML error page in the line
+    assert took < 90, took  # MLflow's own retries took about 240 s

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from common.errors import BadInput
 from common.paths import check_writable_dir
@@ -170,35 +171,95 @@ def _checked_postgresql_uri(uri: str) -> str:
     return uri
 
 
+#: the read that checks a tracking server before any work: seconds to wait, attempts
+READ_CHECK_TIMEOUT_S = 25
+READ_CHECK_ATTEMPTS = 2
+
+
 def check_server_access(uri: str) -> None:
     """Raise :class:`BadInput` if the tracking server at ``uri`` answers, but refuses MLflow's
     client as configured here (an authenticated team server, ``mlflow server --app-name
-    basic-auth``, without MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD): checked with
-    one read, before any work, so a search does not end in a traceback after its data."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
+    basic-auth``, without MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD), or its API
+    fails or does not answer in time (HTTP 5xx, or a read that hangs: the server's own
+    database is down): checked with one read before any work, tried twice (MLflow's own
+    retries waited minutes in silence), so a search does not end in a traceback after its
+    data."""
+    import time
+
+    import requests
+    from mlflow.tracking._tracking_service.utils import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    # a server whose database is down answers a read after MLflow's own retries inside it
+    # (about 100 s for PostgreSQL); a healthy one in well under a second
+    wait = float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT") or READ_CHECK_TIMEOUT_S)
+    response = None
+    for attempt in range(READ_CHECK_ATTEMPTS):
+        try:
+            response = http_request(get_default_host_creds(uri),
+                                    "/api/2.0/mlflow/experiments/search", "POST",
+                                    json={"max_results": 1}, max_retries=0, timeout=wait,
+                                    raise_on_status=False)
+        except requests.exceptions.Timeout:
+            response = None
+        except Exception as exc:  # noqa: BLE001 - any other transport failure: its reason
+            raise BadInput(f"--mlflow-uri {uri}: the tracking server answered its health "
+                           f"check but not a read ({one_line(exc)}); check the server, or fix "
+                           "the URI") from None
+        if response is not None and response.status_code < 500:
+            break
+        if attempt + 1 < READ_CHECK_ATTEMPTS:
+            time.sleep(2)
+    if response is None:
+        raise BadInput(f"--mlflow-uri {uri}: the tracking server answers its health check, but "
+                       f"a read took longer than {wait:g} s, {READ_CHECK_ATTEMPTS} times; the "
+                       "server's own store (its --backend-store-uri database) may be down or "
+                       "overloaded: see the server's log, then run this again "
+                       "(MLFLOW_HTTP_REQUEST_TIMEOUT sets the wait)")
+    status = response.status_code
+    if status == 200:
+        return
+    if status == 401 and (os.environ.get("MLFLOW_TRACKING_USERNAME")
+                          or os.environ.get("MLFLOW_TRACKING_TOKEN")):
+        fix = ("it does not accept the credentials given (HTTP 401); check "
+               "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
+               "MLFLOW_TRACKING_TOKEN)")
+    elif status == 401:
+        fix = ("it asks for credentials (HTTP 401); set MLFLOW_TRACKING_USERNAME and "
+               "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) to an account of that "
+               "server")
+    elif status == 403:
+        fix = ("it refuses this account (HTTP 403); ask the server's administrator for "
+               "access, or set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to "
+               "another account")
+    elif status >= 500:
+        fix = (f"its API fails (HTTP {status}: {api_message(response)}); the server's own "
+               "store (its --backend-store-uri database) may be down or full: see the "
+               "server's log, then run this again")
+    else:
+        fix = (f"its API refused a read (HTTP {status}: {api_message(response)}); check that "
+               "the URI is an MLflow server's")
+    raise BadInput(f"--mlflow-uri {uri}: the tracking server answers, but {fix}")
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc`` as a short line: its type and the first line of its message."""
+    first = (str(exc).strip().splitlines() or [""])[0][:160]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def api_message(response: Any) -> str:
+    """The ``message`` of an MLflow API error response (else the start of its body)."""
+    import re
 
     try:
-        MlflowClient(uri).search_experiments(max_results=1)
-    except MlflowException as exc:
-        status = exc.get_http_status_code()
-        if status == 401 and (os.environ.get("MLFLOW_TRACKING_USERNAME")
-                              or os.environ.get("MLFLOW_TRACKING_TOKEN")):
-            fix = ("it does not accept the credentials given (HTTP 401); check "
-                   "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
-                   "MLFLOW_TRACKING_TOKEN)")
-        elif status == 401:
-            fix = ("it asks for credentials (HTTP 401); set MLFLOW_TRACKING_USERNAME and "
-                   "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) to an account of that "
-                   "server")
-        elif status == 403:
-            fix = ("it refuses this account (HTTP 403); ask the server's administrator for "
-                   "access, or set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to "
-                   "another account")
-        else:
-            first = (str(exc).strip().splitlines() or [""])[0][:160]
-            fix = f"its API refused a read ({first}); check that the URI is an MLflow server's"
-        raise BadInput(f"--mlflow-uri {uri}: the tracking server answers, but {fix}") from None
+        text = str(response.json().get("message", ""))
+    except ValueError:
+        text = response.text
+        if text.lstrip().startswith("<"):  # a web server's error page: its title
+            title = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+            text = title.group(1) if title else "an HTML error page"
+    return (text.strip().splitlines() or ["no message"])[0][:160]
 
 
 def shown_uri(uri: str) -> str:
