@@ -8,8 +8,9 @@ at once, each loading the data set as a trial does and reading every training pa
 (an epoch's reads, without the model). Once they read the file as it is (each decompresses
 it into its own memory), once through the copy that ``prepare_data`` makes in the cache (one
 memory map, shared). Prints per mode the median over rounds of each process's load-and-read
-time, its private memory (USS) and resident memory (RSS) at the end, the ratios, and the
-one-time cost of making the copy.
+time, its private (anonymous) memory and its resident file pages at the end (Linux'
+/proc/self/status RssAnon and RssFile), the ratios, and the one-time cost of making the
+copy.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 READER = """
 import json, sys, time
-import numpy as np, psutil
+import numpy as np
 sys.path.insert(0, {root!r})
 from datasets import get_dataset
 start = time.perf_counter()
@@ -40,8 +41,10 @@ total = 0.0
 for begin in range(0, len(rows), 256):  # an epoch's reads, in sorted batches
     total += float(data.batch("x", rows[begin:begin + 256]).sum())
 seconds = time.perf_counter() - start
-info = psutil.Process().memory_full_info()
-print(json.dumps({{"seconds": seconds, "uss": info.uss, "rss": info.rss, "sum": total}}))
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+kib = lambda key: int(status[key].split()[0]) * 1024
+print(json.dumps({{"seconds": seconds, "anon": kib("RssAnon"), "file": kib("RssFile"),
+                  "sum": total}}))
 """
 
 
@@ -106,15 +109,16 @@ def main() -> None:
     def median(mode: str, key: str) -> float:
         return statistics.median(r[key] for r in results[mode])
 
-    print("| mode | load + one read of the training rows, s | private memory (USS), MB "
-          "| resident (RSS), MB |\n| --- | --- | --- | --- |")
+    print("| mode | load + one read of the training rows, s | private memory (RssAnon), MB "
+          "| file pages, shared with the other readers (RssFile), MB |\n"
+          "| --- | --- | --- | --- |")
     for mode in results:
         spread = [round(r["seconds"], 2) for r in results[mode]]
         print(f"| {mode} | {median(mode, 'seconds'):.2f} (all: {spread}) | "
-              f"{median(mode, 'uss') / 2**20:.0f} | {median(mode, 'rss') / 2**20:.0f} |")
+              f"{median(mode, 'anon') / 2**20:.0f} | {median(mode, 'file') / 2**20:.0f} |")
     print(f"time ratio (as it is / mapped copy): "
           f"{median('as it is', 'seconds') / median('mapped copy', 'seconds'):.2f}; "
-          f"private memory ratio: {median('as it is', 'uss') / median('mapped copy', 'uss'):.2f}")
+          f"private memory ratio: {median('as it is', 'anon') / median('mapped copy', 'anon'):.2f}")
     print(f"one-time cost of the copy: {made:.1f} s (prepare_data with the file's checks); "
           f"finding it again on the next run: {again:.1f} s")
 
