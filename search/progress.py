@@ -93,5 +93,7 @@ class ProgressLine(Callback):
         if not force and now - self.last_print < self.every:
             return
         self.last_print = now
-        running = sum(1 for t in trials if getattr(t, "status", "") == "RUNNING")
+        # Ray calls on_trial_complete/on_trial_error before the trial leaves RUNNING
+        running = sum(1 for t in trials if getattr(t, "status", "") == "RUNNING"
+                      and t.trial_id not in self.ended)
         print(self.line(running), file=sys.stdout, flush=True)

@@ -101,6 +101,24 @@ def test_progress_line_counts_and_estimates():
     assert "~3m" in line  # 60 s per trial, 3 to go
 
 
+def test_a_trial_that_just_ended_is_not_counted_running(capsys):
+    """Ray calls on_trial_complete while the trial's status is still RUNNING: the line of a
+    search's last trial read "trials 2/2 done, 1 running"."""
+    from types import SimpleNamespace
+
+    from search.progress import ProgressLine
+
+    progress = ProgressLine(total=2, metric="val_top1", mode="max", max_epochs=1, every=1e9)
+    trials = [SimpleNamespace(trial_id=f"t{i}", status="RUNNING", last_result={"epoch": 1})
+              for i in range(2)]
+    progress.on_trial_complete(0, trials, trials[0])
+    trials[0].status = "TERMINATED"
+    progress.on_trial_error(0, trials, trials[1])
+    lines = capsys.readouterr().out.splitlines()
+    assert "trials 1/2 done, 1 running" in lines[0], lines
+    assert "trials 2/2 done (1 failed), 0 running" in lines[1], lines
+
+
 def test_an_unwritable_journal_never_stops_the_search(tmp_path, capsys):
     from tracking.optuna_store import StudyMirror
 
