@@ -149,8 +149,9 @@ ROWS = {
                                                      "HDF5 cannot read rows 0..59 of "
                                                      "'patterns' (Can't synchronously read"),
     "a damaged compressed chunk of labels": (["--data", "{damaged_labels}"],
-                                             "HDF5 cannot read it (Can't synchronously read "
-                                             "data (filter returned failure"),
+                                             "HDF5 cannot read rows 0..59 of 'labels' (Can't "
+                                             "synchronously read data (filter returned "
+                                             "failure"),
     "empty --data (an unset shell variable)": (["--data", ""],
                                                "argument --data: empty value; give one or "
                                                "leave the flag out"),
