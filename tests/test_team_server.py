@@ -328,7 +328,9 @@ def test_a_team_server_whose_database_fails_is_refused_in_one_line(team_server, 
     psql(postgres, "mlflow", "ALTER TABLE experiments RENAME TO experiments_away")
     try:
         lines, took = search()
-        assert "the tracking server answers, but its API fails (HTTP 500: " in lines[0], lines
+        # HTTP 500, or 400 with the database's error once the server has served requests
+        assert "the tracking server answers, but its API fails (HTTP " in lines[0], lines
+        assert "experiments" in lines[0], lines  # the database's own words
         assert took < 60, took
     finally:
         psql(postgres, "mlflow", "ALTER TABLE experiments_away RENAME TO experiments")
@@ -340,6 +342,6 @@ def test_a_team_server_whose_database_fails_is_refused_in_one_line(team_server, 
     lines, took = search()
     # the server answers 500 at once or after its own retries, by the state of its pool
     assert ("answers its health check, but a read took longer than 25 s, 2 times" in lines[0]
-            or "the tracking server answers, but its API fails (HTTP 500: " in lines[0]), lines
+            or "the tracking server answers, but its API fails (HTTP 5" in lines[0]), lines
     assert "<" not in lines[0], lines  # no HTML error page in the line
     assert took < 90, took  # MLflow's own retries took about 240 s

@@ -4,6 +4,7 @@ a search's runs apart, and the code version recorded with them."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,9 @@ def _checked_postgresql_uri(uri: str) -> str:
 #: the read that checks a tracking server before any work: seconds to wait, attempts
 READ_CHECK_TIMEOUT_S = 25
 READ_CHECK_ATTEMPTS = 2
+#: an API error message that comes from the server's database, not from the request
+STORE_ERROR = re.compile(r"psycopg|sqlalchemy|sqlite3|pymysql|OperationalError|"
+                         r"ProgrammingError|UndefinedTable|IntegrityError", re.IGNORECASE)
 
 
 def check_server_access(uri: str) -> None:
@@ -232,7 +236,8 @@ def check_server_access(uri: str) -> None:
         fix = ("it refuses this account (HTTP 403); ask the server's administrator for "
                "access, or set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to "
                "another account")
-    elif status >= 500:
+    elif status >= 500 or STORE_ERROR.search(api_message(response)):
+        # a damaged database answers 400 with the database's own error (a missing table)
         fix = (f"its API fails (HTTP {status}: {api_message(response)}); the server's own "
                "store (its --backend-store-uri database) may be down or full: see the "
                "server's log, then run this again")
@@ -250,8 +255,6 @@ def one_line(exc: BaseException) -> str:
 
 def api_message(response: Any) -> str:
     """The ``message`` of an MLflow API error response (else the start of its body)."""
-    import re
-
     try:
         text = str(response.json().get("message", ""))
     except ValueError:
