@@ -217,3 +217,48 @@ def mappable_copy(prepared: str, source: str) -> str:
     files += sorted(p for p in linked if p.resolve() != Path(prepared).resolve())
     return import_once(source=source, files=files, importer="uncompressed",
                        version=COPY_VERSION, write=write, validate=lambda path: None)
+
+
+LABELS_VERSION = 1
+
+
+def integer_labels(path: str, validate: Callable[[str], None], key: str = "labels",
+                   floats_as_they_are: bool = False) -> str:
+    """``path`` itself where its ``key`` holds ``(N,)`` integers (or is absent, or is not
+    something :func:`~datasets.base.class_labels` reads); else a small file in the cache whose
+    ``key`` holds those labels as ``(N,)`` int64 and whose other members are external links
+    to ``path`` (nothing else is copied), checked by the data set's ``validate`` and announced.
+    ``floats_as_they_are``: ``(N,)`` floats are left to the data set (which reads them).
+
+    This is how labels stored as numpy, pandas and Keras-style code write them (a column
+    ``(N, 1)``, one-hot rows ``(N, C)``, whole numbers as floats) reach every data set that
+    reads class labels; text, fractions and rows that are not one-hot are refused by
+    :func:`~datasets.base.class_labels` in one line naming the fix. The user's file is never
+    modified; a moved or changed file gets a new cache entry."""
+    import h5py
+
+    from datasets.base import class_labels, open_h5
+
+    with open_h5(path) as f:
+        ds = f.get(key)
+        if not isinstance(ds, h5py.Dataset) or (ds.ndim == 1 and (
+                ds.dtype.kind in "iu" or (floats_as_they_are and ds.dtype.kind == "f"))):
+            return path
+        labels, stored_as, _ = class_labels(f, key, path)
+        members = [name for name in f if name != key]
+    if stored_as is None:
+        return path
+    assume(f"the labels of {path} (stored as {stored_as}) hold one class per sample; they "
+           "are read into the cache as the schema's (N,) integers")
+    source = os.path.abspath(path)
+
+    def write(out: Any, files: Sequence[Path]) -> None:
+        with read_h5(source) as src:
+            out.attrs.update(dict(src.attrs))
+        for name in members:
+            out[name] = h5py.ExternalLink(source, f"/{name}")
+        out.create_dataset(key, data=labels)
+
+    return import_once(source=path, files=[Path(path)], importer="labels",
+                       version=LABELS_VERSION, write=write, validate=validate,
+                       options={"key": key, "linked_to": source})

@@ -273,8 +273,10 @@ def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str
     if Path(path).suffix.lower() == ".npy":
         raise DataError(f"--data {path}: a .npy file, not images; code vectors (target_<i>.npy) "
                         "are EWM targets: --space ewm --data-option codes=FOLDER")
-    validate(path)
-    return os.path.abspath(path)
+    labelled = importing.integer_labels(path, validate)  # validated when it was made
+    if labelled == path:
+        validate(path)
+    return os.path.abspath(labelled)
 
 
 class ImageTransform:

@@ -473,7 +473,8 @@ def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str
             path = import_bin(path, options)  # checked by ``validate`` as it was imported
             with open_h5(path) as f:
                 n = int(f["labels"].shape[0])
-        else:
+        else:  # 0 / 1 floats are read as they are; a column or one-hot rows via the cache
+            path = importing.integer_labels(path, validate, floats_as_they_are=True)
             n = validate(path)
         path = os.path.abspath(path)
         stored_splits(path, n, data_seed, source=source)  # announces a seeded validation part

@@ -83,6 +83,7 @@ from datasets.base import (
     cache_key,
     check_finite,
     check_room,
+    class_labels,
     int_option,
     memmap_dataset,
     no_such_data,
@@ -400,7 +401,10 @@ def _check_hit_file(path: str, f: Any) -> tuple[int, int]:
     """Structure of a hit-array file: (events, hits). Raises DataError naming the fix."""
     for key in HIT_DATASETS:
         require_dataset(f, key, path, ndim=1, integer=key in ("event_hits_index", "hit_pmt"))
-    labels = require_dataset(f, "labels", path, ndim=1, integer=True)
+    labels, stored_as, _ = class_labels(f, "labels", path)
+    if stored_as is not None:
+        importing.assume(f"the labels of {path} (stored as {stored_as}) hold one class per "
+                         "event; they are imported as the schema's (N,) integers")
     n, hits = f["event_hits_index"].shape[0], f["hit_pmt"].shape[0]
     for key in ("hit_charge", "hit_time"):
         if f[key].shape[0] != hits:
@@ -474,13 +478,13 @@ def _import_hits(path: str, options: Mapping[str, str]) -> str:
     with open_h5(path) as f:
         _check_hit_file(path, f)
         positions, origin = _image_positions(path, f, options)
-        _unlabelled(path, f["labels"][()], options)
+        _unlabelled(path, class_labels(f, "labels", path)[0], options)
     files = importing.source_files(path, ["*.h5", "*.hdf5"], "WatChMaL hit-array files")
 
     def write(out: Any, sources: Sequence[Path]) -> None:
         with open_h5(str(sources[0])) as src:
             _hits_to_images(path, src, out, positions, convention)
-            out.create_dataset("labels", data=src["labels"][()])
+            out.create_dataset("labels", data=class_labels(src, "labels", path)[0])
             for key in COPIED_DATASETS:
                 if key in src:
                     src.copy(src[key], out, key)
@@ -527,6 +531,8 @@ def prepare(path: str | None, samples: int, seed: int, options: Mapping[str, str
         source = path
         if _is_hit_file(path):
             path = _import_hits(path, options)
+        else:
+            path = importing.integer_labels(path, lambda p: validate(p, allow_unlabelled=True))
         n = validate(path, allow_unlabelled=True)
         with open_h5(path) as f:
             labels = f["labels"][()]

@@ -154,7 +154,7 @@ BAD_FILES = [
     ("wrong channels", {"event_data": np.zeros((60, 40, 40, 19))}, "19 channels"),
     ("labels mismatch", {"labels": np.zeros(59, dtype=np.int64)}, "must match"),
     ("labels out of range", {"labels": np.full(60, 7)}, "labels range"),
-    ("float labels", {"labels": np.zeros(60)}, "expected integers"),
+    ("fractional labels", {"labels": np.full(60, 0.5)}, "class labels are whole numbers"),
     ("bad energies", {"energies": np.zeros((5, 1))}, "'energies' has shape"),
     ("NaN", {"event_data": np.full((60, 40, 40, 38), np.nan)}, "NaN"),
 ]
