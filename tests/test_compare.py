@@ -17,6 +17,9 @@ from analysis.compare import from_trials, search_parents
 from tests.conftest import run_cli
 
 TINY = ("--space", "resnet1d", "--trials", "2", "--max-epochs", "1", "--samples", "300")
+#: the tests of three searches at once (~120 s of searches): in the slow suite; by default
+#: test_compare_a_finished_search reads the session's shared search back
+THREE_SEARCHES = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +52,30 @@ def row_of(stdout: str, experiment: str) -> list[str]:
     return line.split()
 
 
+def test_compare_a_finished_search(finished_search, tmp_path: Path):
+    """The session's shared search read back from its server: its row, its CSV, and one line
+    naming the known searches for a name that is none of them."""
+    experiment, uri = finished_search.experiment, finished_search.uri
+    out = tmp_path / "cmp.csv"
+    result = run_cli("compare", experiment, "--mlflow-uri", uri, "--csv", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, parent = parent_of(uri, experiment)
+    cells = row_of(result.stdout, experiment)
+    assert cells[1:5] == ["resnet1d", "tpe", "asha", "4/4"]
+    assert cells[8] == f"{parent.data.metrics['best_val_top1']:.4g}"
+    assert cells[-1] == parent.data.tags["best_run_id"] and cells[-4] == "FINISHED"
+    [row] = pd.read_csv(out).to_dict("records")
+    assert row["best"] == parent.data.metrics["best_val_top1"] and row["trials"] == 4
+    assert row["search_run_id"] == parent.info.run_id and row["compute_seconds"] > 0
+    missing = run_cli("compare", experiment, "no-such-search", "--mlflow-uri", uri, "--csv",
+                      str(tmp_path / "x.csv"), cwd=tmp_path)
+    assert missing.returncode == 2 and missing.stdout == ""
+    [line] = missing.stderr.strip().splitlines()
+    assert line.startswith("error: no MLflow experiment 'no-such-search'") and experiment in line
+    assert not (tmp_path / "x.csv").exists()
+
+
+@THREE_SEARCHES
 def test_compare_two_searches_on_one_server(searches, tmp_path: Path):
     out = tmp_path / "cmp.csv"
     result = run_cli("compare", searches.first, "compare-random", "--mlflow-uri", searches.uri,
@@ -85,6 +112,7 @@ def test_compare_two_searches_on_one_server(searches, tmp_path: Path):
                                                                            searches.first]
 
 
+@THREE_SEARCHES
 def test_unknown_name_is_one_line_exit_2(searches, tmp_path: Path):
     result = run_cli("compare", searches.first, "no-such-search", "--mlflow-uri", searches.uri,
                      "--csv", str(tmp_path / "x.csv"), cwd=tmp_path)
@@ -95,6 +123,7 @@ def test_unknown_name_is_one_line_exit_2(searches, tmp_path: Path):
     assert not (tmp_path / "x.csv").exists()
 
 
+@THREE_SEARCHES
 def test_default_sqlite_store(searches, tmp_path: Path):
     result = run_cli("compare", "compare-local", "--csv", "rows.csv", cwd=searches.local_cwd)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -110,6 +139,7 @@ def test_default_sqlite_store(searches, tmp_path: Path):
     assert not (tmp_path / "mlflow.db").exists()
 
 
+@THREE_SEARCHES
 def test_a_moved_sqlite_store_is_named_and_never_recreated(searches, tmp_path: Path):
     """The search's SQLite store is no longer where the search recorded it (moved, deleted):
     every reader made an empty store there and then reported the search unfinished
@@ -143,6 +173,7 @@ def test_a_moved_sqlite_store_is_named_and_never_recreated(searches, tmp_path: P
     assert f"tracking_uri: {real}" in (tmp_path / "best.yaml").read_text()
 
 
+@THREE_SEARCHES
 def test_the_search_vocabulary_names_the_searches_and_their_store(searches, tmp_path: Path):
     """--experiment and --storage mean what they mean to the search: the store is the one the
     searches in --storage recorded (no --mlflow-uri needed), and only their searches count."""
@@ -166,6 +197,7 @@ def test_the_search_vocabulary_names_the_searches_and_their_store(searches, tmp_
     assert nothing.returncode == 2 and "name the searches to compare" in nothing.stderr
 
 
+@THREE_SEARCHES
 @pytest.mark.parametrize("experiment", ["first", "compare-random"])
 def test_trial_runs_reproduce_the_summary(searches, experiment: str):
     """The fallback for interrupted searches computes what a finished search logged."""
