@@ -340,9 +340,8 @@ def split_indices(n: int, seed: int, fractions: tuple[float, float] = (0.7, 0.15
 
 
 def no_such_data(path: str, fix: str = "check the path") -> DataError:
-    """The error for a ``--data`` path that does not exist: ``fix``, or, where the path names a
-    group inside an existing HDF5 file (``scan.h5::/entry/data``), how to read that group."""
-    return DataError(f"--data {path}: no such file; {group_path_hint(path) or fix}")
+    """The error for a ``--data`` path that does not exist, with ``fix``."""
+    return DataError(f"--data {path}: no such file; {fix}")
 
 
 def check_hdf5_file(path: str) -> None:
@@ -519,66 +518,19 @@ def groups_holding(f: Any, key: str, limit: int = 20_000) -> list[str]:
     return found
 
 
-def group_path_hint(path: str) -> str | None:
-    """For a ``--data`` that names a group inside an HDF5 file (``scan.h5::/entry/data``, as
-    silx writes it, or ``scan.h5:/entry/data``): the links-file fix of :func:`links_recipe`;
-    ``None`` when ``path`` is not of that form or names no group of datasets."""
-    import h5py
-
-    for mark in ("::", ":/"):
-        file_part, sep, group = path.rpartition(mark)
-        if not sep or not Path(file_part).is_file():
-            continue
-        group = "/" + group.lstrip("/") if mark == "::" else "/" + group
-        try:
-            with read_h5(file_part) as f:
-                node = f.get(group)
-                members = [name for name, obj in node.items()
-                           if isinstance(obj, h5py.Dataset)] \
-                    if isinstance(node, h5py.Group) else []
-        except (OSError, KeyError, ValueError):
-            return None
-        if members:
-            return ("--data takes a file, not a group in it: "
-                    + links_recipe(file_part, group, members))
-    return None
-
-
-def links_recipe(path: str, group: str, members: list[str]) -> str:
-    """The one-line fix for arrays kept in ``group`` of file ``path`` (scitune reads a file's
-    top level): a command that writes a small file of external links putting the group's
-    datasets ``members`` at its top level (no data copied; it never replaces a file), and
-    the ``--data`` that reads it."""
-    import shlex
-
-    source = Path(path)
-    links = source.with_name(f"{source.stem}_links.h5")
-    number = 2
-    while links.exists():  # one made before, or a file of the user's: never a name in use
-        links, number = source.with_name(f"{source.stem}_links{number}.h5"), number + 1
-    code = (f'import h5py; h5py.File({json.dumps(str(links))}, "w-").update('
-            f'{{k: h5py.ExternalLink({json.dumps(source.name)}, {json.dumps(group + "/")} + k) '
-            f'for k in {json.dumps(members)}}})')
-    return (f"put that group's datasets at the top of a small file of links (no data copied) "
-            f"with python -c {shlex.quote(code)} and pass --data {shlex.quote(str(links))}")
-
-
 def nested_hint(f: Any, keys: list[str], path: str) -> str | None:
     """For schema datasets ``keys`` missing from the top of ``f`` but present in a group below
-    it: the one-line fix, a small file of external links that puts that group's datasets at
-    the top (no data copied), which ``--data`` then reads; ``None`` when no group holds them."""
-
-    import h5py
+    it: the one-line fix, ``--data FILE::/GROUP`` (which reads that group's arrays as stored,
+    nothing copied); ``None`` when no group holds them."""
+    import shlex
 
     groups = groups_holding(f, keys[0])
     if not groups:
         return None
-    group = groups[0]
-    members = [name for name, obj in f[group].items() if isinstance(obj, h5py.Dataset)]
-    where = f"group '{group}'" if len(groups) == 1 else \
+    where = f"group '{groups[0]}'" if len(groups) == 1 else \
         f"groups {', '.join(repr(g) for g in groups[:3])}{' ...' if len(groups) > 3 else ''}"
-    return (f"the file holds it in {where}, and scitune reads the top level: "
-            + links_recipe(path, group, members))
+    return (f"the file holds it in {where}: pass --data {shlex.quote(f'{path}::{groups[0]}')}"
+            + (" (one group per search)" if len(groups) > 1 else ""))
 
 
 def require_dataset(f: Any, key: str, path: str, *, ndim: int | None = None,

@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from common.errors import DataError
 from datasets.base import (
     DISK_MARGIN,
@@ -41,6 +43,8 @@ from datasets.base import (
 #: files at least this large (together) get a progress bar while they are hashed
 PROGRESS_BYTES = 64 * 2**20
 _SAID: set[str] = set()
+#: cache files that stand for a user's ``--data`` (see :func:`group_as_file`) → that --data
+_GIVEN_AS: dict[str, str] = {}
 
 
 def source_files(path: str, patterns: Sequence[str], what: str) -> list[Path]:
@@ -94,10 +98,15 @@ def import_once(source: str, files: Sequence[Path], importer: str, version: int,
     """The cached HDF5 file converted from ``files`` (of ``--data source``) by ``write``.
 
     ``importer`` names the format (it prefixes the cache file); ``version`` changes when the
-    conversion does; ``options`` are the settings that change the result (label base, ...).
+    conversion does; the files that HDF5 ``files`` link to are hashed with them; ``options``
+    are the settings that change the result (label base, ...).
     ``write(h5file, files)`` fills an open, empty HDF5 file and raises :class:`DataError`
     for a fault of the source; ``validate(path)`` is the data set's schema check."""
     root = Path(source) if Path(source).is_dir() else None
+    if len(files) == 1 or all(Path(f).suffix.lower() in HDF5_SUFFIXES for f in files):
+        # a links file's bytes do not change with the data it reads: key the import by those
+        linked = [p for f in files for p in linked_files(Path(f))]
+        files = [*files, *(p for p in linked if p not in files)]
     checksum = digest_files(files, root)
     key = cache_key(importer=importer, v=version, sha=checksum, options=dict(options or {}))
     target = cache_dir() / f"{importer}-import-{key}.h5"
@@ -124,6 +133,8 @@ def import_once(source: str, files: Sequence[Path], importer: str, version: int,
 def assume(message: str) -> None:
     """Print ``data: assuming <message>`` once per process (stderr): what an importer took
     for granted, and the ``--data-option`` that says otherwise."""
+    for stand_in, given in _GIVEN_AS.items():  # name the user's --data, not its stand-in
+        message = message.replace(stand_in, given)
     if message not in _SAID:
         _SAID.add(message)
         print(f"data: assuming {message}", file=sys.stderr, flush=True)
@@ -204,19 +215,44 @@ def mappable_copy(prepared: str, source: str) -> str:
                     if not maps_in_place(ds):
                         bar.update(block.nbytes)
 
-    files = [Path(prepared)]
-    with read_h5(prepared) as f:  # the files that links and virtual datasets read too
-        linked = {Path(f[name].file.filename) for name in f
-                  if isinstance(f[name], h5py.Dataset)}
-        for name in f:
-            ds = f[name]
-            if isinstance(ds, h5py.Dataset) and ds.is_virtual:
-                here = Path(prepared).parent
-                linked |= {here / v.file_name for v in ds.virtual_sources()
-                           if v.file_name != "." and (here / v.file_name).is_file()}
-    files += sorted(p for p in linked if p.resolve() != Path(prepared).resolve())
-    return import_once(source=source, files=files, importer="uncompressed",
+    return import_once(source=source, files=[Path(prepared)], importer="uncompressed",
                        version=COPY_VERSION, write=write, validate=lambda path: None)
+
+
+#: file name endings of HDF5 files (whose links and virtual datasets read other files)
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5", ".nxs", ".nx5", ".cxi")
+
+
+def linked_files(path: Path) -> list[Path]:
+    """The other files that the top-level datasets of HDF5 file ``path`` read (external links,
+    virtual datasets' sources), and theirs in turn; a file that is not HDF5 reads none."""
+    import h5py
+
+    found: list[Path] = []
+    todo, seen = [Path(path)], {Path(path).resolve()}
+    while todo:
+        current = todo.pop()
+        try:
+            if not h5py.is_hdf5(current):
+                continue
+            with read_h5(current) as f:
+                reads = set()
+                for name in f:
+                    ds = f.get(name)
+                    if not isinstance(ds, h5py.Dataset):
+                        continue
+                    reads.add(Path(ds.file.filename))
+                    if ds.is_virtual:
+                        reads |= {current.parent / v.file_name for v in ds.virtual_sources()
+                                  if v.file_name != "."}
+        except (OSError, KeyError, ValueError):  # a dangling link: the data set names it
+            continue
+        for other in sorted(reads):
+            if other.is_file() and other.resolve() not in seen:
+                seen.add(other.resolve())
+                found.append(other)
+                todo.append(other)
+    return found
 
 
 LABELS_VERSION = 1
@@ -262,3 +298,66 @@ def integer_labels(path: str, validate: Callable[[str], None], key: str = "label
     return import_once(source=path, files=[Path(path)], importer="labels",
                        version=LABELS_VERSION, write=write, validate=validate,
                        options={"key": key, "linked_to": source})
+
+
+GROUP_VERSION = 1
+
+
+def split_group_path(path: str) -> tuple[str, str] | None:
+    """``(file, group)`` of a ``--data`` that names a group inside an existing HDF5 file, as
+    silx writes it (``scan.h5::/entry/data``, also ``scan.h5:/entry/data``); ``None`` for a
+    path that exists itself or is not of that form."""
+    if os.path.exists(path):
+        return None
+    for mark in ("::", ":/"):
+        file_part, sep, group = path.rpartition(mark)
+        if sep and Path(file_part).is_file():
+            return file_part, "/" + group.strip("/")
+    return None
+
+
+def group_as_file(path: str) -> str:
+    """The file a data set reads for ``--data FILE::/GROUP`` (arrays kept in a group, as NeXus
+    and one-group-per-run files keep them): a small file in the cache whose top level links
+    to that group's members (nothing copied; the group's attributes over the file's); ``path``
+    itself for any other ``--data``. A missing or empty group raises :class:`DataError`."""
+    import h5py
+
+    from datasets.base import open_h5
+
+    parts = split_group_path(path)
+    if parts is None:
+        return path
+    file_part, group = parts
+    with open_h5(file_part) as f:
+        node = f.get(group) if group != "/" else f
+        if not isinstance(node, h5py.Group):
+            what = "a dataset, not a group" if isinstance(node, h5py.Dataset) else "no such group"
+            groups = [f"/{name}" for name, obj in f.items() if isinstance(obj, h5py.Group)]
+            raise DataError(f"--data {path}: {group} in {file_part} is {what}; name a group "
+                            "that holds the arrays (groups at its top: "
+                            f"{', '.join(groups[:8]) or 'none'})")
+        members = list(node)
+        attributes = {**dict(f.attrs), **dict(node.attrs)}
+    if not members:
+        raise DataError(f"--data {path}: group {group} of {file_part} is empty; name the group "
+                        "that holds the arrays")
+    source = os.path.abspath(file_part)
+    inside = group.rstrip("/")
+    # keyed by what the file of links holds, not by the data's bytes: links read them live
+    values = hashlib.sha256()
+    for name, value in sorted(attributes.items()):
+        array = np.asarray(value)
+        values.update(f"{name}\0{array.dtype}\0{array.shape}\0".encode())
+        values.update(repr(value).encode() if array.dtype.kind == "O" else array.tobytes())
+    key = cache_key(v=GROUP_VERSION, file=source, group=group, members=members,
+                    attributes=values.hexdigest())
+    target = cache_dir() / f"group-{key}.h5"
+    if not target.exists():
+        with atomic_h5(target) as out:
+            out.attrs.update(attributes)
+            for name in members:
+                out[name] = h5py.ExternalLink(source, f"{inside}/{name}")
+            out.attrs["linked_from"] = f"{source}::{group}"
+    _GIVEN_AS[str(target)] = path
+    return str(target)

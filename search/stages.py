@@ -17,7 +17,7 @@ from typing import Any
 from common.errors import DataError
 from datasets import get_dataset
 from datasets.base import DataSplits, UpstreamModel
-from datasets.importing import mappable_copy
+from datasets.importing import group_as_file, mappable_copy
 from search_spaces import Space, Upstream, get_space, registry
 from tracking.record import SearchRecord
 from trainables.loop import FitSettings, fit
@@ -101,21 +101,28 @@ def prepare_data(space: Space | str, path: str | None, samples: int, seed: int,
         dataset, stages = space, stages_of_dataset(space)
     spec = get_dataset(dataset)
     upstream = resolve(stages, options, seed, tracking_uri)
+    given = path
     try:
+        if path is not None:
+            path = group_as_file(path)  # --data FILE::/GROUP: a file linking to that group
         if upstream:
             prepared = spec.prepare(path, samples, seed, options, upstream=upstream)
         else:
             prepared = spec.prepare(path, samples, seed, options)
         # a user's compressed or chunked file: read through one memory-mapped copy
-        return prepared if path is None else mappable_copy(prepared, path)
+        return prepared if given is None else mappable_copy(prepared, given)
+    except DataError as exc:
+        if path == given:
+            raise
+        raise DataError(str(exc).replace(str(path), str(given))) from None  # name the user's
     except OSError as exc:
         # HDF5's read failures (a damaged chunk, a filter that cannot decode it) are
         # OSErrors without errno; a full disk or a missing folder keeps its errno and its
         # own handling
-        if path is None or exc.errno is not None or "read data" not in str(exc):
+        if given is None or exc.errno is not None or "read data" not in str(exc):
             raise
         reason = str(exc).strip().splitlines()[0]
-        raise DataError(f"--data {path}: HDF5 cannot read it ({reason}); the file is damaged: "
+        raise DataError(f"--data {given}: HDF5 cannot read it ({reason}); the file is damaged: "
                         "re-create or re-copy it") from None
 
 

@@ -114,21 +114,18 @@ def make_inputs(root: Path) -> dict[str, Path]:
 ROWS = {
     "missing --data file": (["--data", "{root}/absent.h5"], "no such file"),
     "not HDF5": (["--data", "{text}"], "not an HDF5 file"),
-    "a group inside a file as `--data` (silx's `FILE::/group`)": (
-        ["--data", "{in_a_group}::/entry/data"],
-        "no such file; --data takes a file, not a group in it: put that group's datasets at "
-        "the top of a small file of links (no data copied) with python -c "),
+    "a group that is not in the file (silx's `FILE::/group`)": (
+        ["--data", "{in_a_group}::/entry/nothing"],
+        "/entry/nothing in {in_a_group} is no such group; name a group that holds the arrays "
+        "(groups at its top: /entry)"),
     "a folder as `--data` where the space reads one HDF5 file": (
         ["--data", "{root}"], "a folder, not a file; give the HDF5 file itself (it holds "),
     "truncated HDF5": (["--data", "{truncated}"], "damaged or truncated"),
     "missing dataset key": (["--data", "{missing_key}"], "missing dataset 'labels'"),
     "the arrays inside a group (NeXus `/entry/data`)": (
         ["--data", "{in_a_group}"],
-        "missing dataset 'patterns' (present: entry); the file holds it in group '/entry/data', "
-        "and scitune reads the top level: put that group's datasets at the top of a small file "
-        "of links (no data copied) with python -c 'import h5py; h5py.File(\"{root}/scan_links.h5\", "
-        "\"w-\").update({{k: h5py.ExternalLink(\"scan.h5\", \"/entry/data/\" + k) for k in "
-        "[\"labels\", \"patterns\"]}})' and pass --data {root}/scan_links.h5"),
+        "missing dataset 'patterns' (present: entry); the file holds it in group '/entry/data': "
+        "pass --data {in_a_group}::/entry/data"),
     "wrong rank": (["--data", "{wrong_rank}"], "expected 2 dimensions"),
     "non-numeric dtype": (["--data", "{strings}"], "non-numeric dtype"),
     "NaN or inf": (["--data", "{nan}"], "NaN or inf"),
@@ -221,7 +218,7 @@ def test_bad_input_row(row, inputs, tmp_path):
     args, message = ROWS[row]
     names = {k: str(v) for k, v in files.items()} | {"root": str(root)}
     argv = [a.format(**names) for a in args]
-    message = message.format(**names) if "{root}" in message else message
+    message = message.format(**names) if any(f"{{{k}}}" in message for k in names) else message
     if "--storage" not in argv:
         argv += ["--storage", str(root / "ray")]
     if "--mlflow-uri" not in argv:

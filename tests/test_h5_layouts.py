@@ -66,6 +66,24 @@ def test_an_external_link_reads_the_linked_files_numbers(tmp_path):
     assert np.array_equal(data.batch("x", data.val), x[data.val])
 
 
+def test_a_conversion_of_a_links_file_follows_the_linked_files_content(tmp_path):
+    """A file of links whose labels are converted into the cache (one-hot rows here): the
+    cache entry was keyed by the links file's own bytes, which do not change when the data
+    they read does, so the next run trained on the labels of before."""
+    x = patterns()
+    data_file, master = tmp_path / "data.h5", tmp_path / "master.h5"
+    with h5py.File(data_file, "w") as f:
+        f["patterns"] = x
+        f["labels"] = np.eye(14, dtype=np.float32)[np.arange(80) % 14]
+    with h5py.File(master, "w") as f:
+        for key in ("patterns", "labels"):
+            f[key] = h5py.ExternalLink("data.h5", f"/{key}")
+    assert np.array_equal(np.asarray(load(master).arrays["y"]), np.arange(80) % 14)
+    with h5py.File(data_file, "a") as f:
+        f["labels"][...] = np.eye(14, dtype=np.float32)[(np.arange(80) + 1) % 14]
+    assert np.array_equal(np.asarray(load(master).arrays["y"]), (np.arange(80) + 1) % 14)
+
+
 def test_a_virtual_dataset_reads_its_sources(tmp_path):
     x = patterns()
     for part, rows in enumerate((slice(0, 40), slice(40, 80))):
@@ -105,52 +123,57 @@ def test_dangling_links_and_external_raw_files_are_named(tmp_path):
         load(raw)
 
 
-def test_datasets_inside_a_group_get_a_links_file_that_reads_them(tmp_path):
+def test_datasets_inside_a_group_are_read_with_file_colons_group(tmp_path, monkeypatch, capsys):
     """A NeXus-style file keeps its arrays in a group ('/entry/data/patterns'); the error said
-    only "missing dataset 'patterns' (present: entry)". It now names the group and prints a
-    command that writes a small file of external links, which --data then reads as stored."""
+    only "missing dataset 'patterns' (present: entry)". It now names the group and the
+    --data that reads it, ``FILE::/GROUP`` (silx's notation), which trains on the numbers as
+    stored: a small file of links in the cache, nothing copied, the source untouched."""
     import shlex
-    import subprocess
-    import sys
 
     x = patterns()
     labels = np.arange(80) % 14
-    source = tmp_path / "scan 7.h5"  # a space in the name: the printed command must quote it
+    source = tmp_path / "scan 7.h5"  # a space in the name: the printed --data must quote it
     with h5py.File(source, "w") as f:
         f["entry/title"] = "powder scan"
         f["entry/data/patterns"] = x
         f["entry/data/labels"] = labels
+        f["entry/data"].attrs["label_set"] = "bravais"
+    before = source.read_bytes()
+    monkeypatch.setenv("SCITUNE_CACHE", str(tmp_path / "cache"))
     with pytest.raises(DataError) as refused:
         load(source)
     message = str(refused.value)
     assert "\n" not in message
     assert "missing dataset 'patterns' (present: entry)" in message
-    assert "in group '/entry/data'" in message
-    command, links = message.split(" with python -c ", 1)[1].split(" and pass --data ")
-    links_path = Path(shlex.split(links)[0])
-    assert links_path == tmp_path / "scan 7_links.h5"
-    elsewhere = tmp_path / "elsewhere"  # the links resolve beside the links file, not here
-    elsewhere.mkdir()
-    subprocess.run([sys.executable, "-c", *shlex.split(command)], cwd=elsewhere, check=True)
-    data = load(links_path)
-    assert np.array_equal(data.batch("x", data.train), x[data.train])
-    assert np.array_equal(data.batch("x", data.val), x[data.val])
-    with h5py.File(source, "r") as f:  # the source is untouched
-        assert sorted(f) == ["entry"] and np.array_equal(f["entry/data/patterns"][()], x)
-    done = subprocess.run([sys.executable, "-c", *shlex.split(command)], cwd=elsewhere,
-                          capture_output=True, text=True)
-    assert done.returncode != 0 and "exists" in done.stderr  # never overwrites a file
-    with pytest.raises(DataError, match="scan 7_links2.h5"):  # the next name not in use
-        load(source)
-    for named in (f"{source}::/entry/data", f"{source}::entry/data", f"{source}:/entry/data"):
-        with pytest.raises(DataError, match=r"no such file; --data takes a file, not a group "
-                                            r"in it: put that group's datasets at the top"):
-            load(Path(named))
-    for wrong in (f"{source}::/entry/nothing", f"{tmp_path}/absent.h5::/entry"):
-        with pytest.raises(DataError, match="no such file; check the path$"):
+    assert message.endswith(f"the file holds it in group '/entry/data': pass --data "
+                            f"{shlex.quote(f'{source}::/entry/data')}"), message
+    for named in (f"{source}::/entry/data", f"{source}::entry/data/", f"{source}:/entry/data"):
+        data = load(Path(named))
+        assert np.array_equal(data.batch("x", data.train), x[data.train])
+        assert np.array_equal(data.batch("x", data.val), x[data.val])
+        assert np.array_equal(np.asarray(data.arrays["y"]), labels)
+    assert source.read_bytes() == before
+    cached = list((tmp_path / "cache" / "datasets").glob("group-*.h5"))
+    assert len(cached) == 1 and cached[0].stat().st_size < x.nbytes / 10  # links, no copy
+    # the numbers change in place: the next run reads the new ones (links, not a copy)
+    with h5py.File(source, "a") as f:
+        f["entry/data/patterns"][0] = 7.0
+    data = load(Path(f"{source}::/entry/data"))
+    assert np.asarray(data.arrays["x"])[0].max() == 7.0
+    # faults name the user's --data, never the cache's file
+    with h5py.File(source, "a") as f:
+        f["entry/data/patterns"][3, 5] = np.nan
+    with pytest.raises(DataError, match=r"^--data .*scan 7.h5::/entry/data: dataset 'patterns' holds "
+                                        r"NaN or inf"):
+        load(Path(f"{source}::/entry/data"))
+    for wrong, why in ((f"{source}::/entry/nothing", "/entry/nothing in .* is no such group; "
+                        r"name a group that holds the arrays \(groups at its top: /entry\)"),
+                       (f"{source}::/entry/title", "/entry/title in .* is a dataset, not a group"),
+                       (f"{tmp_path}/absent.h5::/entry", "no such file; check the path$")):
+        with pytest.raises(DataError, match=why):
             load(Path(wrong))
     with pytest.raises(DataError, match=r"a folder, not a file; give the HDF5 file itself "
-                                        r"\(it holds scan 7.h5, scan 7_links.h5\)"):
+                                        r"\(it holds scan 7.h5\)"):
         load(tmp_path)
 
     runs = tmp_path / "runs.h5"
@@ -158,8 +181,14 @@ def test_datasets_inside_a_group_get_a_links_file_that_reads_them(tmp_path):
         for run in ("run_1", "run_2"):
             f[f"{run}/patterns"] = x
             f[f"{run}/labels"] = labels
-    with pytest.raises(DataError, match="in groups '/run_1', '/run_2'"):
+    with pytest.raises(DataError, match=r"in groups '/run_1', '/run_2': pass --data \S+::/run_1 "
+                                        r"\(one group per search\)$"):
         load(runs)
+    capsys.readouterr()
+    data = load(Path(f"{runs}::/run_2"))
+    assert np.array_equal(np.asarray(data.arrays["x"]), x)
+    said = capsys.readouterr().err  # an assumption about the labels names the user's --data
+    assert f"data: assuming labels of {runs}::/run_2 (no label_set attribute)" in said, said
     flat = tmp_path / "flat.h5"
     with h5py.File(flat, "w") as f:
         f["labels"] = labels
