@@ -150,8 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "first stops for some trials; Optuna's TPE is fitted per bracket), "
                         "median, fifo (no stopping) (asha)")
     p.add_argument("--data", default=None,
-                   help="HDF5 file (or the seed's own format, or 'digits' for the larcv "
-                        "spaces); default: synthetic data")
+                   help="HDF5 file (FILE::/GROUP for arrays kept in a group), the seed's own "
+                        "format, or 'digits' for the larcv spaces; default: synthetic data")
     p.add_argument("--data-option", type=key_value, action="append", default=[],
                    metavar="KEY=VALUE", help="data-set option, repeatable (--show-space lists them)")
     p.add_argument("--samples", type=positive_int, default=None,
